@@ -1,0 +1,39 @@
+# payhook — `make run` starts the service on an embedded default; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test install migrate check-python bench lint clean
+
+run: install .env migrate
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 --procfile Procfile
+
+test: install
+	$(BIN)/pytest
+
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "payhook needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1 || echo missing). Run: make PYTHON=/path/to/python3.11"; exit 1; }
+
+install: check-python $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Development keys, generated once per checkout; never committed (.gitignore).
+.env:
+	$(BIN)/python -m config.devenv > $@
+	@echo "wrote $@ with generated development keys"
+
+migrate: install .env
+	$(BIN)/python manage.py migrate --no-input
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule*

@@ -1,0 +1,13 @@
+"""Print a development .env with freshly generated keys (`make run` writes it once)."""
+
+import secrets
+
+from cryptography.fernet import Fernet
+
+print("# Generated for local development by `make run`. Never use these values in production.")
+print("DJANGO_DEBUG=true")
+print(f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}")
+print(f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}")
+print(f"BLIND_INDEX_KEY={secrets.token_urlsafe(32)}")
+print("EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend")
+print("WEBHOOK_SWEEP_INTERVAL_SECONDS=5")

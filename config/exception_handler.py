@@ -1,0 +1,26 @@
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from config.exceptions import ApplicationError
+
+
+def api_exception_handler(exc, context):
+    """Map domain errors to `{"error": code, ...}` and keep DRF's own errors in the same shape."""
+    if isinstance(exc, ApplicationError):
+        return Response({"error": exc.code, "detail": exc.message, **exc.extra}, status=exc.status_code)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        # UNAUTHENTICATED_USER is None and token auth sends a WWW-Authenticate header, so DRF
+        # answers 401 here rather than 403.
+        response = exception_handler(exc, context)
+        response.data = {"error": "not_authenticated", "detail": str(exc.detail)}
+        return response
+    response = exception_handler(exc, context)
+    if response is not None:
+        code = getattr(exc, "default_code", "error")
+        response.data = {"error": code, "detail": response.data}
+        return response
+    return None
+
+
+__all__ = ["api_exception_handler", "status"]

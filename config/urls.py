@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import DefaultRouter
+
+from config.health import healthz, metrics, readyz
+from webhooks.apis import EventViewSet
+
+router = DefaultRouter(trailing_slash=True)
+router.register("events", EventViewSet, basename="event")
+
+urlpatterns = [
+    path("webhooks/", include("webhooks.urls")),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
+]

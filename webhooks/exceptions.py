@@ -1,0 +1,53 @@
+from config.exceptions import ApplicationError
+
+
+class WebhookError(ApplicationError):
+    """A delivery payhook refuses; `code` is the contract's `error` value."""
+
+
+class UnknownEndpoint(WebhookError):
+    code = "unknown_endpoint"
+    status_code = 404
+
+
+class PayloadTooLarge(WebhookError):
+    code = "payload_too_large"
+    status_code = 413
+
+
+class SignatureError(WebhookError):
+    """Base of the verification failures: nothing is stored for these."""
+
+
+class MissingSignature(SignatureError):
+    code = "missing_signature"
+
+
+class MalformedSignature(SignatureError):
+    code = "malformed_signature"
+
+
+class InvalidSignature(SignatureError):
+    code = "invalid_signature"
+
+
+class TimestampOutOfTolerance(SignatureError):
+    code = "timestamp_out_of_tolerance"
+
+
+class InvalidPayload(WebhookError):
+    code = "invalid_payload"
+
+
+class IdempotencyConflict(WebhookError):
+    code = "idempotency_conflict"
+    status_code = 409
+
+
+class InvalidSecret(WebhookError):
+    code = "invalid_secret"
+
+
+class EndpointNotFound(WebhookError):
+    code = "endpoint_not_found"
+    status_code = 404

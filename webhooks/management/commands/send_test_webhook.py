@@ -1,0 +1,55 @@
+import json
+import time
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from webhooks import samples
+from webhooks.exceptions import WebhookError
+from webhooks.schemes import scheme_get
+from webhooks.services import endpoint_secrets_decrypted, webhook_endpoint_get
+
+
+class Command(BaseCommand):
+    help = "Sign a sample event with the endpoint's secret and POST it, like `stripe trigger`."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("event_type", help="e.g. checkout.session.completed")
+        parser.add_argument("--url", help="default: PUBLIC_BASE_URL/webhooks/SLUG/")
+        parser.add_argument("--secret", help="sign with this secret (needed when the endpoint holds only whpk_ keys)")
+
+    def handle(self, *args, slug, event_type, url=None, secret=None, **options):
+        try:
+            endpoint = webhook_endpoint_get(slug=slug)
+        except WebhookError as exc:
+            raise CommandError(exc.message) from None
+        scheme = scheme_get(endpoint.scheme)
+        secret = secret or next((s for s in endpoint_secrets_decrypted(endpoint=endpoint) if not s.startswith("whpk_")), None)
+        if secret is None:
+            raise CommandError("the endpoint has no signing secret, only public keys: pass --secret whsk_...")
+        if endpoint.scheme == "stripe":
+            try:
+                event = samples.stripe_event(event_type)
+            except KeyError as exc:
+                raise CommandError(str(exc.args[0])) from None
+            event_id = event["id"]
+        else:
+            event = samples.standard_event(event_type)
+            event_id = f"msg_test_{int(time.time() * 1000)}"
+        body = json.dumps(event).encode()
+        headers = scheme.sign(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
+        url = url or f"{settings.PUBLIC_BASE_URL.rstrip('/')}/webhooks/{slug}/"
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, answer = response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            status, answer = exc.code, exc.read().decode()
+        except urllib.error.URLError as exc:
+            raise CommandError(f"could not reach {url}: {exc.reason}") from None
+        self.stdout.write(f"POST {url} {event_type} ({event_id}) -> {status} {answer}")
+        if status >= 300:
+            raise CommandError(f"the endpoint answered {status}")

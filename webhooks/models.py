@@ -1,0 +1,102 @@
+import os
+import time
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the right edge of the index."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+class WebhookEndpoint(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    scheme = models.CharField(max_length=32)
+    description = models.CharField(max_length=200, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self):
+        return self.slug
+
+
+class EndpointSecret(models.Model):
+    """One active signing secret (or Standard Webhooks public key) of an endpoint.
+
+    The value is encrypted at rest; `fingerprint` is a keyed hash that names the secret in lists and
+    finds it for removal without ever showing it.
+    """
+
+    class Kind(models.TextChoices):
+        HMAC = "hmac", "HMAC secret"
+        ED25519_PUBLIC_KEY = "ed25519", "ed25519 public key"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    value_encrypted = models.BinaryField()
+    fingerprint = models.CharField(max_length=16)
+    hint = models.CharField(max_length=16, help_text="The first characters of the secret, to recognise it.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "fingerprint"], name="endpointsecret_unique_per_endpoint"),
+        ]
+
+    def __str__(self):
+        return f"{self.hint}… ({self.fingerprint})"
+
+
+class WebhookEvent(models.Model):
+    """A verified delivery, stored byte-exact and encrypted, exactly once per idempotency key.
+
+    The row is also the outbox: `received` rows are what the dispatcher and the sweep hand to Celery.
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSING = "processing"
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        FAILED = "failed"
+        DEAD = "dead"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="events")
+    idempotency_key = models.CharField(max_length=330)
+    provider_event_id = models.CharField(max_length=255)
+    event_type = models.CharField(max_length=128, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the payload minus fields a provider changes between deliveries.")
+    body_encrypted = models.BinaryField()
+    headers_encrypted = models.BinaryField()
+    received_at = models.DateTimeField(default=timezone.now)
+    provider_created_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="webhookevent_unique_idempotency_key"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="webhookevent_status_received"),
+            models.Index(fields=["endpoint", "received_at"], name="webhookevent_endpoint_received"),
+            models.Index(fields=["event_type", "received_at"], name="webhookevent_type_received"),
+            models.Index(fields=["provider_event_id"], name="webhookevent_provider_id"),
+        ]
+
+    def __str__(self):
+        return f"{self.idempotency_key} ({self.status})"

@@ -1,0 +1,59 @@
+"""Sample provider events built on Stripe's own published example objects.
+
+`stripe-objects.json` is a copy of ../shared/fixtures/stripe-objects.json (Stripe's OpenAPI
+fixtures). Used by `send_test_webhook`, the tests and the benchmarks.
+"""
+
+import copy
+import functools
+import json
+import secrets
+import time
+from pathlib import Path
+
+_OBJECT_FOR_TYPE_PREFIX = (
+    ("checkout.session.", "checkout.session"),
+    ("invoice.", "invoice"),
+    ("customer.subscription.", "subscription"),
+    ("charge.dispute.", "dispute"),
+    ("charge.refund.", "refund"),
+    ("charge.", "charge"),
+    ("payment_intent.", "payment_intent"),
+    ("customer.", "customer"),
+    ("price.", "price"),
+    ("product.", "product"),
+)
+
+
+@functools.cache
+def stripe_objects() -> dict:
+    return json.loads((Path(__file__).parent / "stripe-objects.json").read_text())
+
+
+def stripe_object(name: str) -> dict:
+    return copy.deepcopy(stripe_objects()[name])
+
+
+def stripe_object_for_event_type(event_type: str) -> dict:
+    for prefix, name in _OBJECT_FOR_TYPE_PREFIX:
+        if event_type.startswith(prefix):
+            return stripe_object(name)
+    raise KeyError(f"no sample object for Stripe event type {event_type!r}")
+
+
+def stripe_event(event_type: str, obj: dict | None = None, *, event_id: str | None = None, created: int | None = None) -> dict:
+    """A Stripe event envelope shaped like the published `event` example."""
+    event = stripe_object("event")
+    event.update(
+        id=event_id or f"evt_test_{secrets.token_hex(12)}",
+        type=event_type,
+        created=created if created is not None else int(time.time()),
+        api_version="2025-10-29.clover",
+        pending_webhooks=1,
+        data={"object": obj if obj is not None else stripe_object_for_event_type(event_type)},
+    )
+    return event
+
+
+def standard_event(event_type: str, data: dict | None = None) -> dict:
+    return {"type": event_type, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data or {}}

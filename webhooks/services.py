@@ -1,0 +1,280 @@
+import functools
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config import encryption
+from webhooks import metrics
+from webhooks.dispatch import BatchDispatcher
+from webhooks.exceptions import (
+    EndpointNotFound,
+    IdempotencyConflict,
+    InvalidSecret,
+    SignatureError,
+    UnknownEndpoint,
+    WebhookError,
+)
+from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
+from webhooks.schemes import SCHEMES, SigningKey, scheme_get
+
+logger = logging.getLogger(__name__)
+
+
+# --- Endpoints and secrets ----------------------------------------------------------------------
+
+
+def secret_fingerprint(secret: str) -> str:
+    return hmac.new(settings.BLIND_INDEX_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _secret_hint(secret: str) -> str:
+    prefix, sep, _ = secret.partition("_")
+    return f"{prefix}_" if sep else ""
+
+
+@transaction.atomic
+def webhook_endpoint_create(*, slug: str, scheme: str, secret: str, description: str = "") -> WebhookEndpoint:
+    if scheme not in SCHEMES:
+        raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
+    endpoint, created = WebhookEndpoint.objects.get_or_create(slug=slug, defaults={"scheme": scheme, "description": description})
+    if not created:
+        raise WebhookError(f"endpoint {slug!r} already exists")
+    endpoint_secret_add(endpoint=endpoint, secret=secret)
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_secret_add(*, endpoint: WebhookEndpoint, secret: str) -> EndpointSecret:
+    key = scheme_get(endpoint.scheme).secret_parse(secret)
+    row, created = EndpointSecret.objects.get_or_create(
+        endpoint=endpoint,
+        fingerprint=secret_fingerprint(secret),
+        defaults={"kind": key.kind, "value_encrypted": encryption.encrypt(secret.encode()), "hint": _secret_hint(secret)},
+    )
+    if not created:
+        raise InvalidSecret("this secret is already active on the endpoint")
+    transaction.on_commit(endpoint_cache_clear)
+    return row
+
+
+@transaction.atomic
+def endpoint_secret_remove(*, endpoint: WebhookEndpoint, secret: str) -> None:
+    deleted, _ = EndpointSecret.objects.filter(endpoint=endpoint, fingerprint=secret_fingerprint(secret)).delete()
+    if not deleted:
+        raise InvalidSecret("no such secret on this endpoint")
+    transaction.on_commit(endpoint_cache_clear)
+
+
+def webhook_endpoint_get(*, slug: str) -> WebhookEndpoint:
+    try:
+        return WebhookEndpoint.objects.get(slug=slug)
+    except WebhookEndpoint.DoesNotExist:
+        raise EndpointNotFound(f"no endpoint {slug!r}") from None
+
+
+def endpoint_secrets_decrypted(*, endpoint: WebhookEndpoint) -> list[str]:
+    return [encryption.decrypt(row.value_encrypted).decode() for row in endpoint.secrets.all()]
+
+
+# --- Receiving ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _EndpointKeys:
+    id: int
+    slug: str
+    scheme: str
+    keys: tuple[SigningKey, ...]
+    loaded_at: float
+
+
+_endpoint_cache: dict[str, _EndpointKeys] = {}
+
+
+def endpoint_cache_clear() -> None:
+    _endpoint_cache.clear()
+
+
+def _endpoint_keys_get(slug: str) -> _EndpointKeys:
+    """The endpoint and its parsed keys, cached in-process for WEBHOOK_ENDPOINT_CACHE_SECONDS.
+
+    Each request would otherwise pay two queries and a decryption per secret. A secret added or
+    removed by another process takes effect here within the cache lifetime.
+    """
+    cached = _endpoint_cache.get(slug)
+    if cached is not None and time.monotonic() - cached.loaded_at < settings.WEBHOOK_ENDPOINT_CACHE_SECONDS:
+        return cached
+    endpoint = WebhookEndpoint.objects.filter(slug=slug, is_active=True).prefetch_related("secrets").first()
+    if endpoint is None:
+        raise UnknownEndpoint("no active endpoint with this slug")
+    scheme = scheme_get(endpoint.scheme)
+    keys = tuple(scheme.secret_parse(secret) for secret in endpoint_secrets_decrypted(endpoint=endpoint))
+    entry = _EndpointKeys(endpoint.id, endpoint.slug, endpoint.scheme, keys, time.monotonic())
+    _endpoint_cache[slug] = entry
+    return entry
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    event_id: str
+    created: bool
+
+
+_INSERT_FIELDS = (
+    "id", "endpoint_id", "idempotency_key", "provider_event_id", "event_type", "status", "content_hash",
+    "body_encrypted", "headers_encrypted", "received_at", "provider_created_at", "attempts", "last_error",
+)
+
+
+@functools.cache
+def _insert_sql() -> str:
+    meta = WebhookEvent._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERT_FIELDS)
+    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
+        f"ON CONFLICT ({quote('idempotency_key')}) DO NOTHING RETURNING {quote('id')}"
+    )
+
+
+def _event_insert(event: WebhookEvent) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING: one statement, so concurrent redeliveries store one row."""
+    params = [WebhookEvent._meta.get_field(name).get_db_prep_save(getattr(event, name), connection) for name in _INSERT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(), params)
+        return cursor.fetchone() is not None
+
+
+def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
+    """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
+
+    Raises a WebhookError for every refusal; nothing is stored unless the signature verifies.
+    """
+    endpoint = _endpoint_keys_get(slug)
+    scheme = scheme_get(endpoint.scheme)
+    try:
+        delivery = scheme.verify(
+            headers=headers, body=body, keys=endpoint.keys, tolerance=settings.WEBHOOK_TOLERANCE_SECONDS, now=time.time()
+        )
+    except SignatureError as exc:
+        metrics.signature_failures.labels(endpoint=endpoint.slug, reason=exc.code).inc()
+        logger.warning("webhook refused: endpoint=%s reason=%s", endpoint.slug, exc.code)
+        raise
+    event = WebhookEvent(
+        endpoint_id=endpoint.id,
+        idempotency_key=f"{endpoint.slug}:{delivery.provider_event_id}",
+        provider_event_id=delivery.provider_event_id,
+        event_type=delivery.event_type,
+        content_hash=scheme.content_hash(delivery.payload),
+        body_encrypted=encryption.encrypt(body),
+        headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
+        received_at=timezone.now(),
+        provider_created_at=delivery.provider_created_at,
+    )
+    if _event_insert(event):
+        metrics.events_received.labels(endpoint=endpoint.slug, outcome="accepted").inc()
+        transaction.on_commit(functools.partial(dispatcher.submit, str(event.id)))
+        return ReceiveResult(event_id=str(event.id), created=True)
+
+    existing_id, existing_hash = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key).values_list(
+        "id", "content_hash"
+    ).get()
+    if existing_hash != event.content_hash:
+        metrics.events_received.labels(endpoint=endpoint.slug, outcome="conflict").inc()
+        logger.warning("idempotency conflict: endpoint=%s event=%s", endpoint.slug, existing_id)
+        raise IdempotencyConflict(
+            "this idempotency key was stored with different content", extra={"event_id": str(existing_id)}
+        )
+    metrics.events_received.labels(endpoint=endpoint.slug, outcome="duplicate").inc()
+    return ReceiveResult(event_id=str(existing_id), created=False)
+
+
+def _headers_serialize(headers: dict[str, str]) -> bytes:
+    import json
+
+    return json.dumps(headers, separators=(",", ":")).encode()
+
+
+def webhook_event_body(*, event: WebhookEvent) -> bytes:
+    return encryption.decrypt(event.body_encrypted)
+
+
+def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
+    import json
+
+    return json.loads(encryption.decrypt(event.headers_encrypted))
+
+
+# --- Handing events to Celery ---------------------------------------------------------------------
+
+
+def _publish(event_ids: list[str]) -> None:
+    from webhooks.tasks import webhook_events_process
+
+    # No retries inside the publisher: a broker outage must not pile up threads; the sweep retries.
+    webhook_events_process.apply_async(args=[event_ids], retry=False)
+
+
+dispatcher = BatchDispatcher(_publish, batch_size=settings.WEBHOOK_DISPATCH_BATCH_SIZE)
+
+
+def webhook_events_dispatch(*, limit: int = 1000) -> int:
+    """The sweep: publish events stored but not (recently) handed to Celery. Returns how many.
+
+    Picks `received` events older than WEBHOOK_REDISPATCH_AFTER_SECONDS that the sweep never sent,
+    or sent so long ago (WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS) that the message must be lost. A
+    message sent twice is harmless: processing skips an event that is no longer `received`.
+    """
+    now = timezone.now()
+    grace = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_AFTER_SECONDS)
+    lost = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS)
+    with transaction.atomic():
+        event_ids = list(
+            WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, received_at__lt=grace)
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
+            .order_by("received_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not event_ids:
+            return 0
+        WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now)
+    from webhooks.tasks import webhook_events_process
+
+    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
+    for start in range(0, len(event_ids), batch_size):
+        webhook_events_process.delay([str(event_id) for event_id in event_ids[start : start + batch_size]])
+    logger.info("sweep dispatched %d stored events", len(event_ids))
+    return len(event_ids)
+
+
+# --- Processing -------------------------------------------------------------------------------------
+
+
+def webhook_event_process(*, event_id: str) -> str | None:
+    """Claim one stored event and fulfil it. Returns its final status, or None if nothing to do.
+
+    The row lock (SKIP LOCKED) keeps two workers off one event; an event already finished is left
+    alone, so a redelivered or swept message is harmless.
+    """
+    with transaction.atomic():
+        event = (
+            WebhookEvent.objects.select_for_update(skip_locked=True)
+            .filter(id=event_id, status__in=[WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED])
+            .first()
+        )
+        if event is None:
+            return None
+        event.attempts += 1
+        event.status = WebhookEvent.Status.PROCESSED
+        event.processed_at = timezone.now()
+        event.save(update_fields=["attempts", "status", "processed_at"])
+    return event.status
