@@ -12,6 +12,9 @@ router.register("events", EventViewSet, basename="event")
 urlpatterns = [
     path("webhooks/", include("webhooks.urls")),
     path("api/v1/", include(router.urls)),
+    path("api/v1/", include("fulfillment.urls")),
+    path("api/v1/", include("notifications.urls")),
+    path("api/v1/", include("audit.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
