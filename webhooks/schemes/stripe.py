@@ -11,6 +11,17 @@ from webhooks.exceptions import InvalidPayload, InvalidSecret, InvalidSignature,
 from webhooks.schemes.base import Scheme, SigningKey, VerifiedDelivery, hmac_sha256, json_object_parse, timestamp_check
 
 HEADER = "Stripe-Signature"
+MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
+
+
+def _created_at(created) -> datetime | None:
+    # A signed payload is still the provider's to get wrong: an absurd time must not fail the delivery.
+    if not isinstance(created, int) or isinstance(created, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(created, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _header_parse(header: str) -> tuple[int, list[bytes]]:
@@ -21,7 +32,8 @@ def _header_parse(header: str) -> tuple[int, list[bytes]]:
         if not sep:
             raise MalformedSignature("Stripe-Signature has an item without '='")
         if key == "t":
-            if not value.isdigit():
+            # isdigit() alone admits digits int() rejects, such as "²".
+            if not (value.isascii() and value.isdigit()):
                 raise MalformedSignature("Stripe-Signature t is not a unix timestamp")
             timestamp = int(value)
         elif key == "v1":
@@ -61,12 +73,13 @@ class StripeScheme(Scheme):
         event_id = payload.get("id")
         if not isinstance(event_id, str) or not event_id:
             raise InvalidPayload("the payload has no event id")
-        created = payload.get("created")
+        if len(event_id) > MAX_EVENT_ID_LENGTH:
+            raise InvalidPayload("the payload's event id is too long")
         return VerifiedDelivery(
             provider_event_id=event_id,
             event_type=str(payload.get("type") or "")[:128],
             payload=payload,
-            provider_created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+            provider_created_at=_created_at(payload.get("created")),
             used_headers={HEADER: header},
         )
 
