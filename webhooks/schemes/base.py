@@ -47,6 +47,10 @@ class Scheme:
         """The headers a provider would send; used by send_test_webhook, tests and benchmarks."""
         raise NotImplementedError
 
+    def facts(self, payload: dict) -> list:
+        """The canonical facts (webhooks.schemes.facts.Fact) of a verified payload; [] means ignored."""
+        return []
+
     def content_hash(self, payload: dict) -> str:
         content = {k: v for k, v in payload.items() if k not in self.volatile_fields}
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

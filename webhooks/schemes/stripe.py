@@ -83,6 +83,11 @@ class StripeScheme(Scheme):
             used_headers={HEADER: header},
         )
 
+    def facts(self, payload):
+        from webhooks.schemes.stripe_facts import stripe_facts
+
+        return stripe_facts(payload)
+
     def sign(self, *, secret, body, timestamp, event_id):
         signature = hmac_sha256(secret.encode(), str(timestamp).encode() + b"." + body).hex()
         return {HEADER: f"t={timestamp},v1={signature}"}
