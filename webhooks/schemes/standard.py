@@ -79,7 +79,8 @@ class StandardWebhooksScheme(Scheme):
         signature_header = headers.get(SIGNATURE_HEADER)
         if not event_id or not timestamp_raw or not signature_header:
             raise MissingSignature("webhook-id, webhook-timestamp and webhook-signature are required")
-        if not timestamp_raw.isdigit():
+        # isdigit() alone admits digits int() rejects, such as "²".
+        if not (timestamp_raw.isascii() and timestamp_raw.isdigit()):
             raise MalformedSignature("webhook-timestamp is not a unix timestamp")
         if len(event_id) > 255:
             raise MalformedSignature("webhook-id is too long")
