@@ -1,0 +1,273 @@
+import logging
+import uuid
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_entry_append
+from notifications.exceptions import (
+    CategoryMismatch,
+    InvalidUnsubscribeToken,
+    UnknownCategory,
+    UnknownChannel,
+    UserNotFound,
+)
+from notifications.models import Category, Channel, Notification, NotificationPreference
+from notifications.registry import (
+    notification_context_clean,
+    notification_render,
+    notification_render_optional,
+    notification_template_get,
+)
+from notifications.selectors import notification_preferences_effective, notification_user_get
+
+logger = logging.getLogger(__name__)
+
+UNSUBSCRIBE_SALT = "payhook.notifications.unsubscribe"
+# Kept in step with notifications/public_urls.py (mounted at /notifications/ by config/urls.py).
+# Built by hand rather than reversed so a worker renders the link without the web URLconf.
+UNSUBSCRIBE_PATH = "/notifications/unsubscribe/{token}/"
+
+
+# --- Sending ----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def notification_send(
+    *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP)
+) -> list[Notification]:
+    """Record, and where allowed deliver, one notification per channel for an event.
+
+    Called inside the event's processing transaction. Per channel, one row per
+    (event_id, user, channel, template) is written with get_or_create under a unique constraint; a
+    redelivered or replayed event finds the existing rows and sends nothing. Preferences decide:
+    a channel they switch off (or an email to a user without an address) is stored `suppressed`
+    with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
+
+    Email is at-most-once. The row is written `sending` here, and the message goes out only after
+    the caller's transaction commits (`transaction.on_commit`), then the row becomes `sent` (or
+    `failed` with the exception type). If the worker dies after the commit but before recording
+    the outcome, the row stays `sending` forever: the message may or may not have left, and
+    resending could mail the user twice, so nothing resends it. Such rows surface through
+    `notification_stale_sending_list()` and the admin's "stale sending" filter for an operator.
+
+    Raises UnknownNotificationTemplate, UnknownCategory, CategoryMismatch or UnknownChannel
+    (permanent errors: a bug in the caller, not a transient condition).
+    """
+    spec = notification_template_get(template)
+    if category not in Category.values:
+        raise UnknownCategory(f"unknown notification category {category!r}")
+    if category != spec.category:
+        raise CategoryMismatch(f"template {template!r} belongs to category {spec.category!r}, not {category!r}")
+    for channel in channels:
+        if channel not in Channel.values:
+            raise UnknownChannel(f"unknown notification channel {channel!r}")
+
+    event_uuid = event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(str(event_id))
+    clean_context = notification_context_clean(template=spec, context=context)
+    preferences = notification_preferences_effective(user_id=user.pk)
+    subject = notification_render(template=spec, part="subject.txt", context=clean_context)
+    now = timezone.now()
+
+    notifications = []
+    for channel in channels:
+        status, reason = _decision(user=user, enabled=preferences[category][channel], channel=channel)
+        notification, created = Notification.objects.get_or_create(
+            event_id=event_uuid,
+            user=user,
+            channel=channel,
+            template=template,
+            defaults={
+                "category": category,
+                "status": status,
+                "reason": reason,
+                "subject": subject,
+                "body": (
+                    notification_render(template=spec, part="in_app.txt", context=clean_context)
+                    if channel == Channel.IN_APP
+                    else ""
+                ),
+                "context": clean_context,
+                "created_at": now,
+                "sent_at": now if status == Notification.Status.SENT else None,
+            },
+        )
+        notifications.append(notification)
+        if not created:
+            # A redelivery, a replay or a retry after a crash: whatever happened the first time
+            # stands, including a `sending` row whose outcome is unknown.
+            continue
+        if status == Notification.Status.SENDING:
+            # robust: a failing delivery must not raise into the worker after its event committed.
+            transaction.on_commit(lambda notification_id=notification.id: notification_email_deliver(notification_id=notification_id), robust=True)
+        else:
+            _audit(notification)
+    return notifications
+
+
+def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
+    if not enabled:
+        return Notification.Status.SUPPRESSED, Notification.Reason.PREFERENCE_OFF
+    if channel == Channel.IN_APP:
+        return Notification.Status.SENT, ""
+    if not (user.email or "").strip():
+        return Notification.Status.SUPPRESSED, Notification.Reason.NO_EMAIL_ADDRESS
+    return Notification.Status.SENDING, ""
+
+
+def notification_email_deliver(*, notification_id) -> str | None:
+    """Send one `sending` email row and record the outcome. Returns the final status, or None when
+    the row is not (any longer) `sending`.
+
+    Runs after the creating transaction committed; no transaction is held open while the email
+    backend talks to the mail server. It is not safe to call twice for one row (see
+    notification_send): only the on_commit hook of the row's creation calls it.
+    """
+    notification = Notification.objects.select_related("user").filter(id=notification_id, status=Notification.Status.SENDING).first()
+    if notification is None:
+        return None
+    spec = notification_template_get(notification.template)
+    unsubscribe_url = notification_unsubscribe_url(user_id=notification.user_id, category=notification.category)
+    message = EmailMultiAlternatives(
+        subject=notification.subject,
+        body=notification_render(template=spec, part="email.txt", context=notification.context, unsubscribe_url=unsubscribe_url),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        # Read at send time and never stored on the row, logged or audited.
+        to=[notification.user.email],
+        headers={
+            # RFC 8058 one-click unsubscribe: mail providers POST to the URL without a visit.
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "Auto-Submitted": "auto-generated",
+            "X-Payhook-Notification-Id": str(notification.id),
+        },
+    )
+    html = notification_render_optional(template=spec, part="email.html", context=notification.context, unsubscribe_url=unsubscribe_url)
+    if html:
+        message.attach_alternative(html, "text/html")
+    try:
+        message.send()
+    except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
+        # Only the type: SMTP and provider errors quote recipient addresses in their messages.
+        return _email_outcome_record(notification, Notification.Status.FAILED, error_type=type(exc).__name__)
+    return _email_outcome_record(notification, Notification.Status.SENT)
+
+
+@transaction.atomic
+def _email_outcome_record(notification: Notification, status: str, *, error_type: str = "") -> str:
+    notification.status = status
+    notification.error_type = error_type[:100]
+    notification.sent_at = timezone.now() if status == Notification.Status.SENT else None
+    # Conditional on `sending` so an operator's manual change in the meantime is not overwritten.
+    updated = Notification.objects.filter(id=notification.id, status=Notification.Status.SENDING).update(
+        status=status, error_type=notification.error_type, sent_at=notification.sent_at
+    )
+    if updated:
+        _audit(notification)
+    if status == Notification.Status.FAILED:
+        logger.warning("notification email failed: notification=%s template=%s error=%s", notification.id, notification.template, error_type)
+    return status
+
+
+def _audit(notification: Notification) -> None:
+    action = {
+        Notification.Status.SENT: "notification.sent",
+        Notification.Status.SUPPRESSED: "notification.suppressed",
+        Notification.Status.FAILED: "notification.failed",
+    }[notification.status]
+    audit_entry_append(
+        action=action,
+        event_id=notification.event_id,
+        data={
+            "channel": notification.channel,
+            "template": notification.template,
+            "category": notification.category,
+            "reason": notification.reason or notification.error_type or None,
+        },
+        subjects={"user": str(notification.user_id)},
+        dedup_key=f"notification:{notification.id}:{notification.status}",
+    )
+
+
+# --- Preferences -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def notification_preferences_update(*, user, preferences: dict[str, dict[str, bool]], actor: str, source: str = "api") -> dict[str, dict[str, bool]]:
+    """Apply a partial or full category × channel matrix; returns the effective matrix.
+
+    Every key is validated before anything is written. Only cells whose effective value changes are
+    written and audited (`preferences.changed`), so repeating a request changes nothing.
+    """
+    for category, channels in preferences.items():
+        if category not in Category.values:
+            raise UnknownCategory(f"unknown notification category {category!r}", extra={"category": category})
+        for channel in channels:
+            if channel not in Channel.values:
+                raise UnknownChannel(f"unknown notification channel {channel!r}", extra={"channel": channel})
+
+    # Serialises concurrent updates of one user's preferences, so "changed" is computed on fresh data.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    effective = notification_preferences_effective(user_id=user.pk)
+    changes = []
+    now = timezone.now()
+    for category, channels in preferences.items():
+        for channel, enabled in channels.items():
+            if effective[category][channel] == enabled:
+                continue
+            NotificationPreference.objects.update_or_create(
+                user=user, category=category, channel=channel, defaults={"enabled": enabled, "updated_at": now}
+            )
+            effective[category][channel] = enabled
+            changes.append({"category": category, "channel": channel, "enabled": enabled})
+    if changes:
+        audit_entry_append(
+            action="preferences.changed",
+            actor=actor,
+            data={"changes": changes, "source": source},
+            subjects={"user": str(user.pk)},
+        )
+    return effective
+
+
+# --- Unsubscribe ---------------------------------------------------------------------------------------
+
+
+def notification_unsubscribe_token(*, user_id: int, category: str) -> str:
+    # Its own salt: no other signed value of this project can be replayed as an unsubscribe token.
+    # No expiry: RFC 8058 expects the link in an old email to keep working.
+    return signing.dumps({"u": user_id, "c": category}, salt=UNSUBSCRIBE_SALT)
+
+
+def notification_unsubscribe_url(*, user_id: int, category: str) -> str:
+    token = notification_unsubscribe_token(user_id=user_id, category=category)
+    return settings.PUBLIC_BASE_URL.rstrip("/") + UNSUBSCRIBE_PATH.format(token=token)
+
+
+def notification_unsubscribe_token_read(*, token: str) -> tuple[int, str]:
+    """(user id, category) from a token; InvalidUnsubscribeToken if tampered or malformed."""
+    try:
+        payload = signing.loads(token, salt=UNSUBSCRIBE_SALT)
+        user_id, category = int(payload["u"]), str(payload["c"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        raise InvalidUnsubscribeToken("the unsubscribe link is not valid") from None
+    if category not in Category.values:
+        raise InvalidUnsubscribeToken("the unsubscribe link is not valid")
+    return user_id, category
+
+
+def notification_unsubscribe(*, token: str) -> str:
+    """Switch off email for the token's category (one click, idempotent). Returns the category."""
+    user_id, category = notification_unsubscribe_token_read(token=token)
+    try:
+        user = notification_user_get(user_id=user_id)
+    except UserNotFound:
+        raise InvalidUnsubscribeToken("the unsubscribe link is not valid") from None
+    notification_preferences_update(
+        user=user, preferences={category: {Channel.EMAIL: False}}, actor="system", source="unsubscribe"
+    )
+    return category
