@@ -1,4 +1,5 @@
 import functools
+import traceback
 import hashlib
 import hmac
 import logging
@@ -8,10 +9,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config import encryption
+from config.exceptions import ApplicationError
 from webhooks import metrics
 from webhooks.dispatch import BatchDispatcher
 from webhooks.exceptions import (
@@ -259,22 +261,87 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
 # --- Processing -------------------------------------------------------------------------------------
 
 
-def webhook_event_process(*, event_id: str) -> str | None:
-    """Claim one stored event and fulfil it. Returns its final status, or None if nothing to do.
+class PoisonEvent(Exception):
+    """An event whose processing keeps dying (the worker is killed) before it can fail cleanly."""
 
-    The row lock (SKIP LOCKED) keeps two workers off one event; an event already finished is left
-    alone, so a redelivered or swept message is harmless.
+
+def _attempt_claim(event_id: str) -> int | None:
+    """Count an attempt in its own committed transaction, before any work.
+
+    Brokers do not count redeliveries, so a poison event that kills its worker every time would loop
+    forever; this counter survives the crash. Returns the attempt number, or None when the event is
+    not waiting for processing (already done, ignored or dead).
     """
+    waiting = [WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED]
     with transaction.atomic():
-        event = (
-            WebhookEvent.objects.select_for_update(skip_locked=True)
-            .filter(id=event_id, status__in=[WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED])
-            .first()
+        updated = WebhookEvent.objects.filter(id=event_id, status__in=waiting).update(
+            attempts=F("attempts") + 1, status=WebhookEvent.Status.PROCESSING
         )
-        if event is None:
+        if not updated:
             return None
-        event.attempts += 1
-        event.status = WebhookEvent.Status.PROCESSED
-        event.processed_at = timezone.now()
-        event.save(update_fields=["attempts", "status", "processed_at"])
-    return event.status
+        return WebhookEvent.objects.values_list("attempts", flat=True).get(id=event_id)
+
+
+def webhook_event_process(*, event_id: str) -> str | None:
+    """Fulfil one stored event. Returns its final status, or None if there was nothing to do.
+
+    Raises TransientError-class exceptions (database, broker) for the task to retry; permanent
+    failures (ApplicationError with permanent=True) and poison events become dead letters here.
+    """
+    from fulfillment.services import webhook_event_fulfil
+
+    attempts = _attempt_claim(event_id)
+    if attempts is None:
+        return None
+    if attempts > settings.WEBHOOK_MAX_ATTEMPTS:
+        return _dead_letter(event_id, PoisonEvent(f"gave up after {attempts - 1} attempts"), attempts - 1)
+    try:
+        with transaction.atomic():
+            # SKIP LOCKED: if another worker holds this event, it will finish it; this message is spare.
+            event = (
+                WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("endpoint")
+                .filter(id=event_id, status=WebhookEvent.Status.PROCESSING)
+                .first()
+            )
+            if event is None:
+                return None
+            event.status = webhook_event_fulfil(event=event)
+            event.processed_at = timezone.now()
+            event.last_error = ""
+            event.save(update_fields=["status", "processed_at", "last_error"])
+            return event.status
+    except ApplicationError as exc:
+        if not exc.permanent:
+            raise
+        return _dead_letter(event_id, exc, attempts)
+
+
+def webhook_event_fail(*, event_id: str, exc: BaseException) -> None:
+    """A transient failure: leave the event retryable and say why (type only: messages may hold data)."""
+    WebhookEvent.objects.filter(id=event_id, status=WebhookEvent.Status.PROCESSING).update(
+        status=WebhookEvent.Status.FAILED, last_error=type(exc).__name__
+    )
+
+
+def webhook_event_attempts(*, event_id: str) -> int:
+    return WebhookEvent.objects.values_list("attempts", flat=True).filter(id=event_id).first() or 0
+
+
+def webhook_event_dead_letter(*, event_id: str, exc: BaseException) -> str:
+    return _dead_letter(event_id, exc, webhook_event_attempts(event_id=event_id))
+
+
+def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
+    from webhooks.deadletters import dead_letter_record
+
+    logger.warning("event dead-lettered: event=%s error=%s attempts=%d", event_id, type(exc).__name__, attempts)
+    dead_letter_record(
+        task_name="webhooks.tasks.webhook_events_process",
+        event_id=event_id,
+        args=[event_id],
+        exc=exc,
+        attempts=attempts,
+        traceback_text="".join(traceback.format_exception(exc)),
+    )
+    return WebhookEvent.Status.DEAD

@@ -1,17 +1,57 @@
 import logging
+import random
 
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from webhooks import services
 
 logger = logging.getLogger(__name__)
 
+# Worth retrying: the database or the network blinked. Anything else is a bug or bad data, and a
+# retry would only repeat it: it goes to the dead-letter table at once.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff with full jitter, capped below the broker's visibility timeout.
+
+    A delayed message that outlives the visibility timeout would be redelivered to a second worker
+    while the first still holds it, so the cap must stay under it (checked by a test).
+    """
+    cap = min(settings.CELERY_RETRY_BACKOFF_MAX_SECONDS, settings.CELERY_BROKER_VISIBILITY_TIMEOUT * 0.5)
+    return random.uniform(0, min(cap, 2.0 ** max(attempt, 1)))
+
 
 @shared_task(name="webhooks.tasks.webhook_events_process", acks_late=True, reject_on_worker_lost=True)
 def webhook_events_process(event_ids: list[str]) -> None:
-    """Fulfil a batch of stored events, each in its own transaction."""
+    """Fulfil a batch of stored events, each in its own transaction.
+
+    A transient failure re-queues only that event with backoff; the rest of the batch goes on.
+    """
     for event_id in event_ids:
-        services.webhook_event_process(event_id=event_id)
+        try:
+            services.webhook_event_process(event_id=event_id)
+        except TRANSIENT_ERRORS as exc:
+            _retry_later(event_id, exc)
+        except Exception as exc:  # a bug or unreadable data: no retry can fix it
+            logger.exception("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
+            services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+
+
+def _retry_later(event_id: str, exc: BaseException) -> None:
+    try:
+        services.webhook_event_fail(event_id=event_id, exc=exc)
+        attempts = services.webhook_event_attempts(event_id=event_id)
+    except TRANSIENT_ERRORS:
+        attempts = 1  # the database is still away: the sweep or the redelivery will pick it up
+    if attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+        return
+    delay = retry_delay(attempts)
+    logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
+    webhook_events_process.apply_async(args=[[event_id]], countdown=delay)
 
 
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")

@@ -1,0 +1,75 @@
+"""Canonical events: CloudEvents 1.0 envelopes around the facts a scheme's adapter extracts.
+
+Each type's `data` is validated against its JSON Schema (fulfillment/schemas/<type>.json, draft
+2020-12, additionalProperties false) when the event is built. A breaking change to a type is a new
+file with a new version, never an edit of a published one.
+"""
+
+import functools
+import json
+import uuid
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from fulfillment.exceptions import CanonicalEventInvalid
+from webhooks.models import WebhookEvent
+from webhooks.schemes.facts import Fact
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+SCHEMA_BASE_URL = "https://payhook.invalid/schemas/"
+_ID_NAMESPACE = uuid.UUID("6f1c9f52-5d8a-4a53-9d4b-2f0d7c1e8a10")
+
+
+@functools.cache
+def _validator(event_type: str) -> Draft202012Validator:
+    path = SCHEMA_DIR / f"{event_type}.json"
+    if not path.is_file():
+        raise CanonicalEventInvalid(f"no schema for canonical type {event_type}")
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def known_types() -> list[str]:
+    return sorted(path.stem for path in SCHEMA_DIR.glob("*.json"))
+
+
+def canonical_event_build(*, fact: Fact, event: WebhookEvent, index: int, count: int) -> dict:
+    errors = sorted(_validator(fact.type).iter_errors(fact.data), key=lambda error: list(error.path))
+    if errors:
+        # The path and validator name only: a message may quote the offending value.
+        where = "/".join(str(part) for part in errors[0].path) or "(root)"
+        raise CanonicalEventInvalid(f"{fact.type} data invalid at {where}: {errors[0].validator}")
+    suffix = fact.suffix or (f"{index}" if count > 1 else "")
+    key = f"{event.idempotency_key}:{suffix}" if suffix else event.idempotency_key
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid5(_ID_NAMESPACE, key)),
+        "source": f"/webhooks/{event.endpoint.slug}",
+        "type": fact.type,
+        "subject": fact.subject,
+        "time": fact.time.isoformat(),
+        "datacontenttype": "application/json",
+        "dataschema": f"{SCHEMA_BASE_URL}{fact.type}.json",
+        "idempotencykey": key,
+        "correlationid": str(event.id),
+        "data": fact.data,
+    }
+
+
+def canonical_events_build(*, event: WebhookEvent, payload: dict) -> list[dict]:
+    from webhooks.schemes import scheme_get
+
+    facts = scheme_get(event.endpoint.scheme).facts(payload)
+    return [canonical_event_build(fact=fact, event=event, index=i, count=len(facts)) for i, fact in enumerate(facts)]
+
+
+def canonical_events_for_event(event: WebhookEvent) -> list[dict]:
+    """For display (admin, API): the canonical events of a stored event, rebuilt from its payload.
+
+    Built deterministically from the stored bytes, so what is shown is what fulfilment consumed.
+    """
+    from webhooks.services import webhook_event_body
+
+    return canonical_events_build(event=event, payload=json.loads(webhook_event_body(event=event)))

@@ -1,0 +1,427 @@
+"""Fulfilment: turn canonical events into entitlements and say who must be told.
+
+Every effect is idempotent through a unique row (customer, key, source) and ordered by the
+provider's event time (`state_at`), so redelivery, replay and out-of-order arrival converge on the
+state the provider's latest facts imply. Called inside the event-processing transaction.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from audit.services import audit_entry_append
+from config import encryption
+from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
+from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
+
+logger = logging.getLogger(__name__)
+
+ENDED = {"canceled", "unpaid", "incomplete_expired", "paused"}
+
+
+# --- Catalog ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CatalogImportResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@transaction.atomic
+def catalog_import(*, data: object) -> CatalogImportResult:
+    """Upsert products from `{"products": [{"provider", "price_id", "entitlements", "name"?}]}`."""
+    products = data.get("products") if isinstance(data, dict) else None
+    if not isinstance(products, list):
+        raise CatalogInvalid('the catalog needs a "products" list')
+    result = CatalogImportResult()
+    for index, item in enumerate(products):
+        if not isinstance(item, dict):
+            raise CatalogInvalid(f"product #{index} is not an object")
+        price_id, keys = item.get("price_id"), item.get("entitlements")
+        if not isinstance(price_id, str) or not price_id.strip():
+            raise CatalogInvalid(f"product #{index} has no price_id")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+            raise CatalogInvalid(f"product #{index} ({price_id}) needs a non-empty list of entitlement keys")
+        keys = sorted({key.strip() for key in keys})
+        product, created = Product.objects.select_for_update().get_or_create(
+            provider=item.get("provider") or "stripe",
+            price_id=price_id.strip(),
+            defaults={"entitlements": keys, "name": item.get("name") or ""},
+        )
+        if created:
+            result.created += 1
+        elif product.entitlements != keys or (item.get("name") is not None and product.name != item["name"]):
+            product.entitlements = keys
+            product.name = item.get("name", product.name) or ""
+            product.save(update_fields=["entitlements", "name", "updated_at"])
+            result.updated += 1
+        else:
+            result.unchanged += 1
+    return result
+
+
+def _entitlement_keys(*, provider: str, price_ids: list[str]) -> list[str]:
+    if not price_ids:
+        raise PriceNotFound("the event names no price (no line items, metadata price_id or subscription items)")
+    products = {p.price_id: p for p in Product.objects.filter(provider=provider, price_id__in=price_ids)}
+    missing = [price for price in price_ids if price not in products]
+    if missing:
+        raise PriceNotInCatalog(f"price {', '.join(missing)} is not in the catalog", extra={"price_ids": missing})
+    return sorted({key for product in products.values() for key in product.entitlements})
+
+
+# --- Buyers -------------------------------------------------------------------------------------------
+
+
+def _email(buyer: dict) -> str | None:
+    token = buyer.get("email_encrypted")
+    return encryption.decrypt(token.encode()).decode() if token else None
+
+
+def _user_find(buyer: dict):
+    User = get_user_model()
+    user_id = buyer.get("user_id")
+    if user_id and str(user_id).isdigit():
+        user = User.objects.filter(pk=int(user_id)).first()
+        if user is not None:
+            return user
+    email = _email(buyer)
+    if email:
+        return User.objects.filter(email__iexact=email).order_by("pk").first()
+    return None
+
+
+def customer_resolve(*, provider: str, buyer: dict) -> Customer:
+    """The customer record of a buyer, created once; linked to a user as soon as one is known."""
+    key = buyer.get("provider_customer_id") or (f"email:{buyer['email_hash']}" if buyer.get("email_hash") else None)
+    user = _user_find(buyer)
+    if key is None:
+        key = f"user:{user.pk}" if user is not None else None
+    if key is None:
+        raise PriceNotFound("the event identifies no buyer (no customer, user or email)")
+    customer, _ = Customer.objects.select_for_update().get_or_create(
+        provider=provider,
+        key=key,
+        defaults={
+            "provider_customer_id": buyer.get("provider_customer_id"),
+            "user": user,
+            "email_hash": buyer.get("email_hash") or "",
+            "email_encrypted": buyer["email_encrypted"].encode() if buyer.get("email_encrypted") else None,
+        },
+    )
+    changed = []
+    if customer.user_id is None and user is not None:
+        customer.user = user
+        changed.append("user")
+    if not customer.email_hash and buyer.get("email_hash"):
+        customer.email_hash = buyer["email_hash"]
+        customer.email_encrypted = buyer["email_encrypted"].encode()
+        changed += ["email_hash", "email_encrypted"]
+    if changed:
+        customer.save(update_fields=changed)
+    return customer
+
+
+@transaction.atomic
+def customers_link_user(*, user) -> int:
+    """Move entitlements held by customers without a user to `user`, matched by email hash."""
+    from webhooks.schemes.facts import email_hash
+
+    if not user.email:
+        return 0
+    return Customer.objects.filter(user__isnull=True, email_hash=email_hash(user.email)).update(user=user)
+
+
+# --- Entitlements ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FulfilmentOutcome:
+    granted: list[Entitlement] = field(default_factory=list)
+    revoked: list[Entitlement] = field(default_factory=list)
+    payment_failed: bool = False
+    customer: Customer | None = None
+
+
+def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, at: datetime) -> str:
+    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end at or after it."""
+    if payment_intent:
+        revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent, occurred_at__gte=at).first()
+        if revocation is not None:
+            return revocation.reason
+    if source.startswith("subscription:"):
+        ended = Subscription.objects.filter(
+            provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED, state_at__gte=at
+        ).exists()
+        if ended:
+            return "subscription_ended"
+    return ""
+
+
+def entitlement_grant(
+    *, customer: Customer, key: str, source: str, at: datetime, event_id, payment_intent: str = "", expires_at=None
+) -> tuple[Entitlement, bool]:
+    """Grant `key` through `source` as of provider time `at`. Returns (row, became_active)."""
+    blocked = _revoked_by_later_fact(provider=customer.provider, source=source, payment_intent=payment_intent, at=at)
+    status = Entitlement.Status.REVOKED if blocked else Entitlement.Status.ACTIVE
+    row, created = Entitlement.objects.select_for_update().get_or_create(
+        customer=customer,
+        key=key,
+        source=source,
+        defaults={
+            "status": status,
+            "state_at": at,
+            "payment_intent": payment_intent,
+            "expires_at": expires_at,
+            "granted_at": at if not blocked else None,
+            "revoked_at": at if blocked else None,
+            "revoke_reason": blocked,
+            "last_event_id": event_id,
+        },
+    )
+    if created:
+        return row, status == Entitlement.Status.ACTIVE
+    if at < row.state_at or (at == row.state_at and row.status == Entitlement.Status.REVOKED):
+        return row, False  # an older fact (or a tie with a revocation) never overrides a newer one
+    was_active = row.status == Entitlement.Status.ACTIVE
+    row.status, row.state_at, row.last_event_id = status, at, event_id
+    row.payment_intent = payment_intent or row.payment_intent
+    row.expires_at = expires_at if expires_at is not None else row.expires_at
+    if status == Entitlement.Status.ACTIVE:
+        row.granted_at = row.granted_at or at
+        row.revoked_at, row.revoke_reason = None, ""
+    else:
+        row.revoked_at, row.revoke_reason = at, blocked
+    row.save()
+    return row, status == Entitlement.Status.ACTIVE and not was_active
+
+
+def _revoke_rows(rows, *, at: datetime, reason: str, event_id) -> list[Entitlement]:
+    changed = []
+    for row in rows:
+        if at < row.state_at:
+            continue
+        was_active = row.status == Entitlement.Status.ACTIVE
+        row.status, row.state_at, row.revoked_at, row.revoke_reason, row.last_event_id = (
+            Entitlement.Status.REVOKED, at, at, reason, event_id,
+        )
+        row.save()
+        if was_active:
+            changed.append(row)
+    return changed
+
+
+def _subscription_state_apply(*, provider: str, customer: Customer, data: dict, at: datetime) -> bool:
+    """Record a subscription's state unless a newer one is known. Returns False for a stale fact."""
+    period_end = parse_datetime(data["current_period_end"]) if data.get("current_period_end") else None
+    row, created = Subscription.objects.select_for_update().get_or_create(
+        provider=provider,
+        subscription_id=data["subscription"],
+        defaults={
+            "customer": customer, "status": data["status"], "price_ids": data["price_ids"],
+            "current_period_end": period_end, "state_at": at,
+        },
+    )
+    if created:
+        return True
+    if at < row.state_at or (at == row.state_at and row.status in ENDED):
+        return False
+    row.status, row.state_at = data["status"], at
+    row.price_ids = data["price_ids"] or row.price_ids
+    row.current_period_end = period_end or row.current_period_end
+    row.save()
+    return True
+
+
+def _fact_time(canonical: dict) -> datetime:
+    return parse_datetime(canonical["time"])
+
+
+def _payment_succeeded(*, provider, canonical, event_id, outcome):
+    data, at = canonical["data"], _fact_time(canonical)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
+    source = (
+        f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
+    )
+    expires_at = parse_datetime(data["access_until"]) if data["access_until"] else None
+    for key in keys:
+        row, became_active = entitlement_grant(
+            customer=customer, key=key, source=source, at=at, event_id=event_id,
+            payment_intent=data["payment_intent"] or "", expires_at=expires_at,
+        )
+        if became_active:
+            outcome.granted.append(row)
+
+
+def _subscription_activated(*, provider, canonical, event_id, outcome):
+    data, at = canonical["data"], _fact_time(canonical)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
+    if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
+        return
+    source = f"subscription:{data['subscription']}"
+    expires_at = parse_datetime(data["current_period_end"]) if data["current_period_end"] else None
+    for key in keys:
+        row, became_active = entitlement_grant(customer=customer, key=key, source=source, at=at, event_id=event_id, expires_at=expires_at)
+        if became_active:
+            outcome.granted.append(row)
+    # A plan change: keys the subscription no longer carries are revoked.
+    dropped = Entitlement.objects.select_for_update().filter(customer=customer, source=source).exclude(key__in=keys)
+    outcome.revoked += _revoke_rows(dropped, at=at, reason="plan_changed", event_id=event_id)
+
+
+def _subscription_canceled(*, provider, canonical, event_id, outcome):
+    data, at = canonical["data"], _fact_time(canonical)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
+        return
+    rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
+    outcome.revoked += _revoke_rows(rows, at=at, reason="subscription_ended", event_id=event_id)
+
+
+def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
+    data, at = canonical["data"], _fact_time(canonical)
+    payment_intent = data.get("payment_intent")
+    if not payment_intent:
+        logger.info("revocation without payment_intent: nothing to match (event=%s)", event_id)
+        return
+    PaymentRevocation.objects.get_or_create(
+        provider=provider, payment_intent=payment_intent, defaults={"reason": reason, "occurred_at": at}
+    )
+    rows = list(Entitlement.objects.select_for_update().select_related("customer").filter(
+        customer__provider=provider, payment_intent=payment_intent
+    ))
+    if rows:
+        outcome.customer = rows[0].customer
+    outcome.revoked += _revoke_rows(rows, at=at, reason=reason, event_id=event_id)
+
+
+def _payment_refunded(*, provider, canonical, event_id, outcome):
+    if canonical["data"]["full"]:
+        _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="refunded")
+
+
+def _dispute_opened(*, provider, canonical, event_id, outcome):
+    _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="disputed")
+
+
+def _payment_failed(*, provider, canonical, event_id, outcome):
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"])
+    outcome.payment_failed = True
+
+
+HANDLERS = {
+    "payhook.payment.succeeded.v1": _payment_succeeded,
+    "payhook.subscription.activated.v1": _subscription_activated,
+    "payhook.subscription.canceled.v1": _subscription_canceled,
+    "payhook.payment.refunded.v1": _payment_refunded,
+    "payhook.dispute.opened.v1": _dispute_opened,
+    "payhook.payment.failed.v1": _payment_failed,
+}
+
+
+def canonical_event_fulfil(*, provider: str, canonical: dict, event_id) -> FulfilmentOutcome:
+    """Apply one canonical event's entitlement effects; audit them; notify the user."""
+    outcome = FulfilmentOutcome()
+    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome)
+    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id)
+    return outcome
+
+
+def _subjects(customer: Customer | None) -> dict[str, str]:
+    if customer is None:
+        return {}
+    subjects = {}
+    if customer.provider_customer_id:
+        subjects["customer"] = customer.provider_customer_id
+    if customer.user_id:
+        subjects["user"] = str(customer.user_id)
+    if customer.email_encrypted:
+        subjects["email"] = encryption.decrypt(customer.email_encrypted).decode()
+    return subjects
+
+
+def _latest_expiry(rows: list[Entitlement]) -> str | None:
+    expiries = [row.expires_at for row in rows if row.expires_at]
+    return max(expiries).isoformat() if expiries else None
+
+
+def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) -> None:
+    from notifications.services import notification_send
+
+    customer = outcome.customer
+    for action, rows in (("entitlement.granted", outcome.granted), ("entitlement.revoked", outcome.revoked)):
+        for row in rows:
+            audit_entry_append(
+                action=action,
+                event_id=event_id,
+                data={
+                    "entitlement": row.key, "source": row.source, "payment_intent": row.payment_intent,
+                    "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+                    "reason": row.revoke_reason, "canonical_event": canonical["id"],
+                },
+                subjects=_subjects(row.customer),
+                dedup_key=f"{action}:{row.id}:{canonical['idempotencykey']}",
+            )
+    user = customer.user if customer is not None else None
+    if user is None:
+        return  # a guest: entitlements wait on the customer record until a user is linked
+    if outcome.granted:
+        notification_send(
+            event_id=event_id, user=user, template="access_granted", category="access",
+            context={"entitlements": sorted({row.key for row in outcome.granted}), "expires_at": _latest_expiry(outcome.granted)},
+        )
+    if outcome.revoked:
+        notification_send(
+            event_id=event_id, user=user, template="access_revoked", category="access",
+            context={"entitlements": sorted({row.key for row in outcome.revoked}), "reason": outcome.revoked[0].revoke_reason},
+        )
+    if outcome.payment_failed:
+        data = canonical["data"]
+        notification_send(
+            event_id=event_id, user=user, template="payment_failed", category="billing",
+            context={"amount": data.get("amount"), "currency": data.get("currency")},
+        )
+
+
+# --- One stored event ---------------------------------------------------------------------------------
+
+
+def webhook_event_fulfil(*, event) -> str:
+    """Build the stored event's canonical events and apply them. Returns `processed` or `ignored`.
+
+    Runs inside the processing transaction: a failure anywhere rolls every effect of the event back.
+    """
+    import json
+
+    from fulfillment.canonical import canonical_events_build
+    from webhooks.models import WebhookEvent
+    from webhooks.services import webhook_event_body
+
+    payload = json.loads(webhook_event_body(event=event))
+    canonical_events = canonical_events_build(event=event, payload=payload)
+    provider = event.endpoint.scheme
+    audit_entry_append(
+        action="webhook.received",
+        event_id=event.id,
+        data={
+            "endpoint": event.endpoint.slug, "type": event.event_type, "provider_event_id": event.provider_event_id,
+            "canonical_types": [c["type"] for c in canonical_events],
+        },
+        dedup_key=f"webhook.received:{event.id}",
+    )
+    if not canonical_events:
+        audit_entry_append(
+            action="event.ignored", event_id=event.id, data={"type": event.event_type}, dedup_key=f"event.ignored:{event.id}"
+        )
+        return WebhookEvent.Status.IGNORED
+    for canonical in canonical_events:
+        canonical_event_fulfil(provider=provider, canonical=canonical, event_id=event.id)
+    return WebhookEvent.Status.PROCESSED
