@@ -74,3 +74,8 @@ def json_object_parse(body: bytes) -> dict:
     if not isinstance(payload, dict):
         raise InvalidPayload("the body is not a JSON object")
     return payload
+
+
+def event_type_get(payload: dict) -> str:
+    # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it.
+    return str(payload.get("type") or "").replace("\x00", "")[:128]

@@ -14,7 +14,15 @@ from cryptography.exceptions import InvalidSignature as Ed25519InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from webhooks.exceptions import InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
-from webhooks.schemes.base import Scheme, SigningKey, VerifiedDelivery, hmac_sha256, json_object_parse, timestamp_check
+from webhooks.schemes.base import (
+    Scheme,
+    SigningKey,
+    VerifiedDelivery,
+    event_type_get,
+    hmac_sha256,
+    json_object_parse,
+    timestamp_check,
+)
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -82,8 +90,8 @@ class StandardWebhooksScheme(Scheme):
         # isdigit() alone admits digits int() rejects, such as "²".
         if not (timestamp_raw.isascii() and timestamp_raw.isdigit()):
             raise MalformedSignature("webhook-timestamp is not a unix timestamp")
-        if len(event_id) > 255:
-            raise MalformedSignature("webhook-id is too long")
+        if len(event_id) > 255 or "\x00" in event_id:
+            raise MalformedSignature("webhook-id is too long or holds a NUL character")
         timestamp = int(timestamp_raw)
         signatures = _signatures_parse(signature_header)
         signed = f"{event_id}.{timestamp}.".encode() + body
@@ -93,7 +101,7 @@ class StandardWebhooksScheme(Scheme):
         payload = json_object_parse(body)
         return VerifiedDelivery(
             provider_event_id=event_id,
-            event_type=str(payload.get("type") or "")[:128],
+            event_type=event_type_get(payload),
             payload=payload,
             provider_created_at=datetime.fromtimestamp(timestamp, UTC),
             used_headers={ID_HEADER: event_id, TIMESTAMP_HEADER: timestamp_raw, SIGNATURE_HEADER: signature_header},

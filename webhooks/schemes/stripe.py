@@ -8,7 +8,15 @@ import hmac
 from datetime import UTC, datetime
 
 from webhooks.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
-from webhooks.schemes.base import Scheme, SigningKey, VerifiedDelivery, hmac_sha256, json_object_parse, timestamp_check
+from webhooks.schemes.base import (
+    Scheme,
+    SigningKey,
+    VerifiedDelivery,
+    event_type_get,
+    hmac_sha256,
+    json_object_parse,
+    timestamp_check,
+)
 
 HEADER = "Stripe-Signature"
 MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
@@ -73,11 +81,11 @@ class StripeScheme(Scheme):
         event_id = payload.get("id")
         if not isinstance(event_id, str) or not event_id:
             raise InvalidPayload("the payload has no event id")
-        if len(event_id) > MAX_EVENT_ID_LENGTH:
-            raise InvalidPayload("the payload's event id is too long")
+        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
+            raise InvalidPayload("the payload's event id is too long or holds a NUL character")
         return VerifiedDelivery(
             provider_event_id=event_id,
-            event_type=str(payload.get("type") or "")[:128],
+            event_type=event_type_get(payload),
             payload=payload,
             provider_created_at=_created_at(payload.get("created")),
             used_headers={HEADER: header},

@@ -217,9 +217,9 @@ def test_a_malformed_webhook_signature_is_malformed_signature(signature):
         _verify(headers, payload.encode())
 
 
-def test_an_overlong_webhook_id_is_malformed_signature():
+@pytest.mark.parametrize("msg_id", ["msg_" + "x" * 300, "msg_\x00nul"], ids=["too-long", "nul"])
+def test_an_unstorable_webhook_id_is_malformed_signature(msg_id):
     payload = _payload()
-    msg_id = "msg_" + "x" * 300
 
     with pytest.raises(MalformedSignature):
         _verify(_headers(_official_signature(payload, msg_id=msg_id), msg_id=msg_id), payload.encode())

@@ -171,7 +171,9 @@ def test_the_body_is_not_parsed_before_its_signature_verifies():
         _verify(f"t={NOW},v1={_hex_signature(OTHER_SECRET, NOW, body)}", body)
 
 
-@pytest.mark.parametrize("event_id", [None, "", 12345, "evt_" + "x" * 300], ids=["absent", "empty", "not-a-string", "too-long"])
+@pytest.mark.parametrize(
+    "event_id", [None, "", 12345, "evt_" + "x" * 300, "evt_\x00nul"], ids=["absent", "empty", "not-a-string", "too-long", "nul"]
+)
 def test_a_verified_stripe_payload_without_a_usable_event_id_is_an_invalid_payload(event_id):
     event = json.loads(_event_body())
     if event_id is None:
@@ -193,6 +195,13 @@ def test_an_unusable_created_time_does_not_stop_a_verified_event(created):
     delivery = _verify(header, payload.encode())
 
     assert delivery.provider_created_at is None
+
+
+def test_a_nul_character_in_the_event_type_is_dropped_so_the_event_can_be_stored():
+    payload = _event_body(type="invoice.paid\x00")
+    header = stripe.WebhookSignature.generate_signature_header(payload, SECRET, NOW)
+
+    assert _verify(header, payload.encode()).event_type == "invoice.paid"
 
 
 def test_our_signature_verifies_with_the_official_stripe_verifier():
