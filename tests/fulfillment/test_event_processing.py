@@ -1,0 +1,133 @@
+"""Processing a stored Stripe event: entitlements converge whatever the delivery order."""
+
+import time
+
+import pytest
+
+from fulfillment.models import Customer, Entitlement
+from fulfillment.selectors import entitlement_list
+from tests.fulfillment import stripe_events as se
+from webhooks.models import WebhookEvent
+from webhooks.services import webhook_event_process
+
+T = int(time.time()) - 3600  # recent: subscription periods must not have ended
+pytestmark = pytest.mark.django_db
+
+
+def _active_keys(**filters) -> set[str]:
+    return {row.key for row in entitlement_list(**filters)}
+
+
+def test_paid_checkout_grants_the_catalog_entitlements_to_the_referenced_user(catalog, alice, deliver):
+    _, status = deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id,
+                                              customer="cus_A", payment_intent="pi_1"))
+
+    assert status == "processed"
+    assert _active_keys(user_id=alice.id) == {"pro", "reports"}
+    assert _active_keys(customer="cus_A") == {"pro", "reports"}
+
+
+def test_buyer_is_found_by_email_case_insensitively(catalog, alice, deliver):
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", email="ALICE@example.COM",
+                                  payment_intent="pi_1"))
+
+    assert _active_keys(user_id=alice.id) == {"addon"}
+
+
+def test_guest_entitlements_move_to_the_user_when_one_is_linked(catalog, deliver, django_user_model):
+    from fulfillment.services import customers_link_user
+
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", email="guest@example.com",
+                                  payment_intent="pi_1"))
+    assert Customer.objects.get().user is None
+    user = django_user_model.objects.create_user("guest", email="Guest@example.com")
+
+    assert customers_link_user(user=user) == 1
+    assert _active_keys(user_id=user.id) == {"addon"}
+
+
+def test_redelivery_and_replay_never_grant_twice(catalog, alice, deliver):
+    event = se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id, payment_intent="pi_1")
+    event_id, _ = deliver(event)
+    deliver(event)
+    WebhookEvent.objects.filter(id=event_id).update(status="received")  # an operator replay
+    assert webhook_event_process(event_id=event_id) == "processed"
+
+    assert Entitlement.objects.count() == 2
+
+
+def test_full_refund_revokes_only_what_that_payment_granted(catalog, alice, deliver):
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id, payment_intent="pi_1"))
+    deliver(se.checkout_completed(session_id="cs_2", created=T + 1, price_id="price_addon", user_id=alice.id, payment_intent="pi_2"))
+
+    deliver(se.charge_refunded(charge_id="ch_2", created=T + 2, payment_intent="pi_2"))
+
+    assert _active_keys(user_id=alice.id) == {"pro", "reports"}
+
+
+def test_partial_refund_keeps_access(catalog, alice, deliver):
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", user_id=alice.id, payment_intent="pi_1"))
+    deliver(se.charge_refunded(charge_id="ch_1", created=T + 2, payment_intent="pi_1", amount_refunded=100))
+
+    assert _active_keys(user_id=alice.id) == {"addon"}
+
+
+def test_refund_that_arrives_before_its_payment_is_not_undone_by_the_late_grant(catalog, alice, deliver):
+    deliver(se.charge_refunded(charge_id="ch_1", created=T + 10, payment_intent="pi_1"))
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", user_id=alice.id, payment_intent="pi_1"))
+
+    assert _active_keys(user_id=alice.id) == set()
+    assert Entitlement.objects.get().revoke_reason == "refunded"
+
+
+def test_dispute_revokes_the_disputed_payment(catalog, alice, deliver):
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_export", user_id=alice.id, payment_intent="pi_1"))
+    deliver(se.dispute_created(dispute_id="dp_1", created=T + 5, payment_intent="pi_1", charge_id="ch_1"))
+
+    assert _active_keys(user_id=alice.id) == set()
+
+
+def test_subscription_canceled_before_its_created_event_stays_canceled(catalog, alice, deliver):
+    common = {"subscription_id": "sub_1", "customer": "cus_A", "price_id": "price_pro", "user_id": alice.id}
+    deliver(se.subscription(event_type="customer.subscription.deleted", created=T + 100, status="canceled", **common))
+    deliver(se.subscription(event_type="customer.subscription.created", created=T, **common))
+    deliver(se.invoice(event_type="invoice.paid", invoice_id="in_1", created=T + 1, customer="cus_A", price_id="price_pro",
+                       subscription="sub_1", payment_intent="pi_1"))
+
+    assert _active_keys(user_id=alice.id) == set()
+
+
+def test_older_subscription_update_never_overwrites_a_newer_one(catalog, alice, deliver):
+    common = {"subscription_id": "sub_1", "customer": "cus_A", "user_id": alice.id}
+    deliver(se.subscription(event_type="customer.subscription.updated", created=T + 50, price_id="price_addon", **common))
+    deliver(se.subscription(event_type="customer.subscription.updated", created=T + 10, price_id="price_pro", **common))
+
+    assert _active_keys(user_id=alice.id) == {"addon"}
+
+
+def test_subscription_grant_expires_at_the_period_end(catalog, alice, deliver):
+    deliver(se.subscription(event_type="customer.subscription.created", subscription_id="sub_1", created=T, customer="cus_A",
+                            price_id="price_pro", user_id=alice.id, period_end=T + 7200))
+
+    row = Entitlement.objects.get(key="pro")
+    assert row.expires_at.timestamp() == T + 7200
+
+
+def test_price_missing_from_the_catalog_dead_letters_the_event_saying_so(catalog, alice, deliver):
+    from webhooks.models import DeadLetter
+
+    event_id, status = deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_unknown",
+                                                     user_id=alice.id, payment_intent="pi_1"))
+
+    assert status == "dead"
+    letter = DeadLetter.objects.get(event_id=event_id)
+    assert "price_unknown" in letter.error_message
+    assert letter.error_type == "PriceNotInCatalog"
+
+
+def test_unfulfilled_event_types_are_ignored(catalog, deliver):
+    from webhooks import samples
+
+    _, status = deliver(samples.stripe_event("customer.created"))
+
+    assert status == "ignored"
