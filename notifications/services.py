@@ -248,8 +248,9 @@ def notification_unsubscribe_url(*, user_id: int, category: str) -> str:
     return settings.PUBLIC_BASE_URL.rstrip("/") + UNSUBSCRIBE_PATH.format(token=token)
 
 
-def notification_unsubscribe_token_read(*, token: str) -> tuple[int, str]:
-    """(user id, category) from a token; InvalidUnsubscribeToken if tampered or malformed."""
+def notification_unsubscribe_token_read(*, token: str) -> tuple:
+    """(user, category) the token names; InvalidUnsubscribeToken if it is tampered, malformed or
+    names a user who no longer exists."""
     try:
         payload = signing.loads(token, salt=UNSUBSCRIBE_SALT)
         user_id, category = int(payload["u"]), str(payload["c"])
@@ -257,16 +258,15 @@ def notification_unsubscribe_token_read(*, token: str) -> tuple[int, str]:
         raise InvalidUnsubscribeToken("the unsubscribe link is not valid") from None
     if category not in Category.values:
         raise InvalidUnsubscribeToken("the unsubscribe link is not valid")
-    return user_id, category
+    try:
+        return notification_user_get(user_id=user_id), category
+    except UserNotFound:
+        raise InvalidUnsubscribeToken("the unsubscribe link is not valid") from None
 
 
 def notification_unsubscribe(*, token: str) -> str:
     """Switch off email for the token's category (one click, idempotent). Returns the category."""
-    user_id, category = notification_unsubscribe_token_read(token=token)
-    try:
-        user = notification_user_get(user_id=user_id)
-    except UserNotFound:
-        raise InvalidUnsubscribeToken("the unsubscribe link is not valid") from None
+    user, category = notification_unsubscribe_token_read(token=token)
     notification_preferences_update(
         user=user, preferences={category: {Channel.EMAIL: False}}, actor="system", source="unsubscribe"
     )
