@@ -1,4 +1,5 @@
 import django_filters
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -50,6 +51,7 @@ class NotificationListApi(ListAPIView):
     """Notifications of every status (sent, suppressed with its reason, sending, failed); never
     the recipient's address. Operators and support read all; a user reads their own (`?user=<own id>`)."""
 
+    @extend_schema_serializer(component_name="Notification")
     class OutputSerializer(serializers.ModelSerializer):
         event = serializers.UUIDField(source="event_id")
         user = serializers.IntegerField(source="user_id")
@@ -75,18 +77,22 @@ class NotificationPreferencesApi(APIView):
 
     permission_classes = [StaffReaders | IsUserThemself]
 
+    @extend_schema_serializer(component_name="NotificationPreferencesInput")
     class InputSerializer(serializers.Serializer):
         preferences = serializers.DictField(child=serializers.DictField(child=serializers.BooleanField()))
 
+    @extend_schema_serializer(component_name="NotificationPreferences")
     class OutputSerializer(serializers.Serializer):
         user = serializers.IntegerField()
         preferences = serializers.DictField(child=serializers.DictField(child=serializers.BooleanField()))
 
+    @extend_schema(responses=OutputSerializer)
     def get(self, request, user_id: int):
         user = notification_user_get(user_id=user_id)
         matrix = notification_preferences_effective(user_id=user.pk)
         return Response(self.OutputSerializer({"user": user.pk, "preferences": matrix}).data)
 
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def put(self, request, user_id: int):
         user = notification_user_get(user_id=user_id)
         serializer = self.InputSerializer(data=request.data)

@@ -170,6 +170,8 @@ def _email_outcome_record(notification: Notification, status: str, *, error_type
         _audit(notification)
     if status == Notification.Status.FAILED:
         logger.warning("notification email failed: notification=%s template=%s error=%s", notification.id, notification.template, error_type)
+    else:
+        logger.info("notification email sent: notification=%s template=%s", notification.id, notification.template)
     return status
 
 
@@ -188,7 +190,7 @@ def _audit(notification: Notification) -> None:
             "category": notification.category,
             "reason": notification.reason or notification.error_type or None,
         },
-        subjects={"user": str(notification.user_id)},
+        subjects={"user": str(notification.user_id), "notification": str(notification.id)},
         dedup_key=f"notification:{notification.id}:{notification.status}",
     )
 

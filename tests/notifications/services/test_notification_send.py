@@ -108,7 +108,7 @@ class TestNotificationSend:
                 "action": "notification.suppressed",
                 "event_id": notifications["email"].event_id,
                 "data": {"channel": "email", "template": "access_granted", "category": "access", "reason": "preference_off"},
-                "subjects": {"user": str(user.pk)},
+                "subjects": {"user": str(user.pk), "notification": str(notifications["email"].pk)},
                 "dedup_key": f"notification:{notifications['email'].pk}:suppressed",
             }
         ]
