@@ -8,7 +8,7 @@ stored or rendered, so a personal value handed over by mistake never reaches the
 inbox. Values the templates understand:
   entitlements     list of entitlement keys, e.g. ["pro", "reports"]
   expires_at       ISO 8601 date-time (or datetime) when granted access ends
-  reason           why access ended: "canceled", "refunded", "disputed", "expired"
+  reason           why access ended: a key of REVOKE_REASONS (fulfillment's revoke_reason)
   amount           integer amount in the currency's minor unit (Stripe's convention)
   currency         ISO 4217 code, any case
   next_attempt_at  ISO 8601 date-time of the provider's next collection attempt
@@ -51,6 +51,15 @@ NOTIFICATION_TEMPLATES: dict[str, NotificationTemplate] = {
 _ZERO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
 )
+# Why access ended, as the user reads it; an unknown reason is simply not explained.
+REVOKE_REASONS = {
+    "refunded": "because the payment was refunded",
+    "disputed": "because the payment is disputed",
+    "subscription_ended": "because the subscription ended",
+    "canceled": "because the subscription was canceled",
+    "plan_changed": "because your plan changed",
+    "expired": "because it expired",
+}
 _EMAIL_LIKE = re.compile(r"[^\s@]+@[^\s@]+")
 _MAX_STRING = 200
 _MAX_LIST = 50
@@ -104,6 +113,8 @@ def _render_context(context: dict) -> dict:
     for key, value in context.items():
         if key.endswith("_at") and isinstance(value, str):
             values[key] = parse_datetime(value) or value
+    if isinstance(context.get("reason"), str):
+        values["reason_text"] = REVOKE_REASONS.get(context["reason"], "")
     amount, currency = context.get("amount"), context.get("currency")
     if isinstance(amount, int) and isinstance(currency, str) and currency:
         if currency.lower() in _ZERO_DECIMAL_CURRENCIES:

@@ -44,3 +44,17 @@ def test_html_in_values_is_not_interpreted_in_the_html_email():
     template = notification_template_get("access_granted")
     html = notification_render(template=template, part="email.html", context={"entitlements": ["<b>pro</b>"]}, unsubscribe_url="u")
     assert "&lt;b&gt;pro&lt;/b&gt;" in html
+
+
+@pytest.mark.parametrize(
+    "reason, shown",
+    [
+        ("refunded", "has ended because the payment was refunded."),
+        ("subscription_ended", "has ended because the subscription ended."),
+        ("something_new", "has ended."),
+    ],
+)
+def test_revocations_explain_the_reasons_fulfilment_gives(reason, shown):
+    template = notification_template_get("access_revoked")
+    text = notification_render(template=template, part="in_app.txt", context={"entitlements": ["pro"], "reason": reason})
+    assert text == f"Your access to pro {shown}\n"
