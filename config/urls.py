@@ -4,10 +4,11 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from config.health import healthz, metrics, readyz
-from webhooks.apis import EventViewSet
+from webhooks.apis import DeadLetterViewSet, EventViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("events", EventViewSet, basename="event")
+router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
 
 urlpatterns = [
     path("webhooks/", include("webhooks.urls")),

@@ -1,11 +1,26 @@
-from django import forms
-from django.contrib import admin
-from django.core.exceptions import ValidationError
+import json
+import logging
+import uuid
+from datetime import timedelta
 
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+
+from config.permissions import OPERATORS
+from webhooks import deadletters
 from webhooks.exceptions import WebhookError
-from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
+from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.schemes import scheme_choices, scheme_get
-from webhooks.services import endpoint_secret_add
+from webhooks.services import endpoint_secret_add, webhook_event_body
+
+logger = logging.getLogger(__name__)
 
 
 class EndpointSecretInline(admin.TabularInline):
@@ -60,6 +75,33 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             endpoint_secret_add(endpoint=obj, secret=form.cleaned_data["new_secret"])
 
 
+# --- Who may do what ---------------------------------------------------------------------------------
+
+
+def user_is_operator(user) -> bool:
+    """Members of `operators` (and superusers) act on the failure path; nobody else, whatever perms."""
+    if not (user and user.is_active and user.is_authenticated):
+        return False
+    cached = getattr(user, "_payhook_is_operator", None)
+    if cached is None:
+        cached = user.is_superuser or user.groups.filter(name=OPERATORS).exists()
+        user._payhook_is_operator = cached
+    return cached
+
+
+def _pre(text: str):
+    return format_html('<pre style="white-space: pre-wrap; max-width: 100em">{}</pre>', text)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "none waiting"
+    return timesince(timezone.now() - timedelta(seconds=seconds)) if seconds >= 60 else f"{seconds:.0f} seconds"
+
+
+# --- Stored events -------------------------------------------------------------------------------------
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ["idempotency_key", "event_type", "status", "endpoint", "received_at", "attempts"]
@@ -72,13 +114,264 @@ class WebhookEventAdmin(admin.ModelAdmin):
     readonly_fields = [
         "id", "endpoint", "idempotency_key", "provider_event_id", "event_type", "status", "content_hash",
         "received_at", "provider_created_at", "dispatched_at", "processed_at", "attempts", "last_error",
+        "dead_letter_links",
     ]
+    actions = ["reprocess"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("body_encrypted", "headers_encrypted")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        # Decrypted only for holders of the dedicated permission; the column is never listed.
+        if obj is not None and request.user.has_perm("webhooks.view_raw_payload"):
+            fields.append("raw_payload")
+        return fields
 
     def has_add_permission(self, request):
         return False
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_operate_permission(self, request):
+        return user_is_operator(request.user)
+
+    @admin.display(description="raw payload (decrypted)")
+    def raw_payload(self, obj):
+        body = webhook_event_body(event=obj)  # loads the deferred column for this one row
+        try:
+            text = json.dumps(json.loads(body), indent=2, sort_keys=True)
+        except ValueError:
+            text = body.decode("utf-8", errors="replace")
+        return _pre(text)
+
+    @admin.display(description="dead letters")
+    def dead_letter_links(self, obj):
+        if not getattr(obj, "viewer_is_operator", False):
+            return "—"
+        rows = list(obj.dead_letters.values_list("id", "status", "error_type")[:10])
+        if not rows:
+            return "—"
+        return format_html(
+            "<br>".join(["{}"] * len(rows)),
+            *[
+                format_html(
+                    '<a href="{}">#{}</a> {} ({})', reverse("admin:webhooks_deadletter_change", args=[pk]), pk, error, status
+                )
+                for pk, status, error in rows
+            ],
+        )
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            # Display methods get no request; the dead-letter links depend on who is looking.
+            obj.viewer_is_operator = user_is_operator(request.user)
+        return obj
+
+    @admin.action(description="Reprocess selected events", permissions=["operate"])
+    def reprocess(self, request, queryset):
+        outcome = deadletters.webhook_events_reprocess_bulk(queryset=queryset, user=request.user, via="admin")
+        self.message_user(
+            request,
+            f"Reprocessing {outcome.acted} event(s); skipped {outcome.skipped} still received or being processed.",
+            messages.SUCCESS if outcome.acted else messages.WARNING,
+        )
+
+
+# --- Dead letters ----------------------------------------------------------------------------------------
+
+
+class DeadLetterNoteForm(forms.Form):
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        max_length=2000,
+        help_text="Why. Kept on the dead letter for the next operator; do not paste customer data.",
+    )
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ["id", "task_name", "event_type", "error_type", "attempts", "age", "status", "last_failed_at"]
+    list_display_links = ["id", "task_name"]
+    list_filter = ["status", "task_name", "error_type", "last_failed_at"]
+    search_fields = ["=event__idempotency_key", "=event__provider_event_id", "=unit_key", "error_type", "error_message"]
+    search_help_text = "Event id, idempotency key, provider event id, or words of the error."
+    list_select_related = ["event"]
+    list_per_page = 50
+    show_full_result_count = False
+    ordering = ["-last_failed_at", "-id"]
+    actions = ["replay", "resolve", "discard"]
+    fieldsets = [
+        ("Failure", {"fields": ["status", "task_name", "error_type", "error_message", "attempts", "occurrences",
+                                "first_failed_at", "last_failed_at", "age"]}),
+        ("Event", {"fields": ["event_link", "event_type", "idempotency_key", "args", "unit_key"]}),
+        ("Traceback", {"fields": ["traceback_display"]}),
+        ("Canonical events", {"fields": ["canonical_events_display"]}),
+        ("Operator", {"fields": ["acted_by", "acted_at", "note"]}),
+    ]
+    readonly_fields = [
+        "status", "task_name", "error_type", "error_message", "attempts", "occurrences", "first_failed_at",
+        "last_failed_at", "age", "event_link", "event_type", "idempotency_key", "args", "unit_key",
+        "traceback_display", "canonical_events_display", "acted_by", "acted_at", "note",
+    ]
+
+    def get_queryset(self, request):
+        return (
+            super().get_queryset(request)
+            .select_related("event", "acted_by")
+            .defer("event__body_encrypted", "event__headers_encrypted")
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        # An event id is a UUID: match it on the indexed foreign key rather than as text.
+        try:
+            event_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(event_id=event_id), False
+
+    # `support` has no dead-letter permissions, and the group check below keeps it that way even
+    # if someone grants them by mistake: the contract says support never sees dead letters.
+    def has_module_permission(self, request):
+        return user_is_operator(request.user) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return user_is_operator(request.user) and super().has_view_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return False  # rows change only through the actions, never by editing fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_operate_permission(self, request):
+        return user_is_operator(request.user) and request.user.has_perm("webhooks.change_deadletter")
+
+    # --- columns and detail fields
+
+    @admin.display(description="event type", ordering="event__event_type")
+    def event_type(self, obj):
+        return obj.event.event_type if obj.event_id else "—"
+
+    @admin.display(description="idempotency key")
+    def idempotency_key(self, obj):
+        return obj.event.idempotency_key if obj.event_id else "—"
+
+    @admin.display(description="age", ordering="first_failed_at")
+    def age(self, obj):
+        return timesince(obj.first_failed_at)
+
+    @admin.display(description="stored event")
+    def event_link(self, obj):
+        if not obj.event_id:
+            return "— (this unit of work has no stored event)"
+        url = reverse("admin:webhooks_webhookevent_change", args=[obj.event_id])
+        return format_html('<a href="{}">{}</a> ({})', url, obj.event_id, obj.event.status)
+
+    @admin.display(description="traceback (PII-scrubbed)")
+    def traceback_display(self, obj):
+        return _pre(obj.traceback or "(none recorded)")
+
+    @admin.display(description="canonical events")
+    def canonical_events_display(self, obj):
+        if not obj.event_id:
+            return "not available (no stored event)"
+        try:
+            from fulfillment.canonical import canonical_events_for_event
+        except ImportError:
+            return "not available"
+        try:
+            events = canonical_events_for_event(obj.event)
+        except Exception as exc:
+            # The event is dead-lettered, often because mapping it fails: the page must still render.
+            logger.info("canonical events unavailable for dead letter %s: %s", obj.pk, type(exc).__name__)
+            return f"not available ({type(exc).__name__})"
+        return _pre(json.dumps(events, indent=2, sort_keys=True, default=_jsonable))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # --- actions
+
+    @admin.action(description="Replay selected open dead letters", permissions=["operate"])
+    def replay(self, request, queryset):
+        outcome = deadletters.dead_letter_replay_bulk(queryset=queryset, user=request.user)
+        skipped = f"; skipped {outcome.skipped} that are not open or have no stored event" if outcome.skipped else ""
+        self.message_user(
+            request, f"Replayed {outcome.acted} dead letter(s){skipped}.", messages.SUCCESS if outcome.acted else messages.WARNING
+        )
+
+    @admin.action(description="Resolve selected dead letters (with a note)", permissions=["operate"])
+    def resolve(self, request, queryset):
+        return self._close_with_note(request, queryset, action="resolve", verb="Resolve",
+                                     service=deadletters.dead_letter_resolve_bulk)
+
+    @admin.action(description="Discard selected dead letters (with a note)", permissions=["operate"])
+    def discard(self, request, queryset):
+        return self._close_with_note(request, queryset, action="discard", verb="Discard",
+                                     service=deadletters.dead_letter_discard_bulk)
+
+    def _close_with_note(self, request, queryset, *, action, verb, service):
+        """First pass renders the note form; its submit (`apply`) comes back here and acts."""
+        form = DeadLetterNoteForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            outcome = service(queryset=queryset, user=request.user, note=form.cleaned_data["note"])
+            skipped = f"; skipped {outcome.skipped} already resolved or discarded" if outcome.skipped else ""
+            self.message_user(request, f"{verb}d {outcome.acted} dead letter(s){skipped}.",
+                              messages.SUCCESS if outcome.acted else messages.WARNING)
+            return None  # the admin redirects back to the (filtered) list
+        select_across = request.POST.get("select_across") == "1"
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{verb} dead letters",
+            "opts": self.model._meta,
+            "form": form,
+            "action": action,
+            "verb": verb,
+            "count": queryset.count(),
+            "preview": list(queryset.values_list("id", "task_name", "error_type", "status")[:20]),
+            "select_across": select_across,
+            # With "select all" the admin rebuilds the queryset from the URL's filters; one pk is
+            # enough to route the POST back to this action.
+            "selected": selected[:1] if select_across else selected,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/webhooks/deadletter/action_note.html", context)
+
+
+def _jsonable(value):
+    for attr in ("model_dump", "to_dict", "as_dict"):
+        if callable(getattr(value, attr, None)):
+            return getattr(value, attr)()
+    return getattr(value, "__dict__", None) or str(value)
+
+
+# --- Admin index: the failure path at a glance ------------------------------------------------------------
+
+admin.site.index_template = "admin/payhook_index.html"
+_site_index = admin.site.index
+
+
+def _admin_index_with_dead_letter_stats(request, extra_context=None):
+    # Django's default site has no hook for index context; wrapping its bound `index` keeps the
+    # project on the default site. Only operators see the figures: support never sees the DLQ.
+    extra_context = dict(extra_context or {})
+    if user_is_operator(request.user):
+        stats = deadletters.dead_letter_stats()
+        extra_context["dead_letter_stats"] = {
+            **stats,
+            "oldest_unprocessed_event_age": _age(stats["oldest_unprocessed_event_age_seconds"]),
+            "oldest_open_dead_letter_age": _age(stats["oldest_open_dead_letter_age_seconds"]),
+        }
+    return _site_index(request, extra_context)
+
+
+admin.site.index = _admin_index_with_dead_letter_stats

@@ -1,9 +1,13 @@
 import django_filters
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
 
 from config.permissions import OPERATORS, SUPPORT, in_groups
-from webhooks.models import WebhookEvent
+from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
+from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.selectors import webhook_event_list
 
 
@@ -47,3 +51,84 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return webhook_event_list()
+
+
+# --- Dead letters (operators only) -------------------------------------------------------------------
+
+
+class DeadLetterFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=DeadLetter.Status.choices)
+    task = django_filters.CharFilter(field_name="task_name")
+    since = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="lt")
+
+    class Meta:
+        model = DeadLetter
+        fields = ["status", "task", "since", "until"]
+
+
+class DeadLetterOutputSerializer(serializers.ModelSerializer):
+    task = serializers.CharField(source="task_name")
+    event_id = serializers.UUIDField(read_only=True, allow_null=True)
+    event_type = serializers.CharField(source="event.event_type", default=None, read_only=True)
+    idempotency_key = serializers.CharField(source="event.idempotency_key", default=None, read_only=True)
+    acted_by = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = DeadLetter
+        fields = [
+            "id", "unit_key", "task", "args", "event_id", "event_type", "idempotency_key", "error_type",
+            "error_message", "attempts", "occurrences", "first_failed_at", "last_failed_at", "status",
+            "acted_by", "acted_at", "note",
+        ]
+
+
+class DeadLetterDetailOutputSerializer(DeadLetterOutputSerializer):
+    class Meta(DeadLetterOutputSerializer.Meta):
+        fields = [*DeadLetterOutputSerializer.Meta.fields, "traceback"]
+
+
+class DeadLetterActionInputSerializer(serializers.Serializer):
+    # Blank is accepted here so that a missing note reaches the service, which owns the rule.
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class DeadLetterPagination(CursorPagination):
+    ordering = ("-last_failed_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class DeadLetterViewSet(viewsets.ReadOnlyModelViewSet):
+    """Work that failed for good; operators replay, resolve or discard it."""
+
+    permission_classes = [in_groups(OPERATORS)]
+    filterset_class = DeadLetterFilter
+    pagination_class = DeadLetterPagination
+
+    def get_queryset(self):
+        return dead_letter_list()
+
+    def get_serializer_class(self):
+        return DeadLetterDetailOutputSerializer if self.action != "list" else DeadLetterOutputSerializer
+
+    def _act(self, request, service):
+        data = DeadLetterActionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = service(dead_letter=self.get_object(), user=request.user, note=data.validated_data["note"])
+        return Response(DeadLetterDetailOutputSerializer(dead_letter_list().get(pk=row.pk)).data)
+
+    @extend_schema(request=DeadLetterActionInputSerializer, responses=DeadLetterDetailOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def replay(self, request, pk=None):
+        return self._act(request, dead_letter_replay)
+
+    @extend_schema(request=DeadLetterActionInputSerializer, responses=DeadLetterDetailOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        return self._act(request, dead_letter_resolve)
+
+    @extend_schema(request=DeadLetterActionInputSerializer, responses=DeadLetterDetailOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def discard(self, request, pk=None):
+        return self._act(request, dead_letter_discard)

@@ -1,6 +1,49 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+# Model permissions each group holds. Acting on dead letters is `change_deadletter` (the admin and
+# API also require membership of `operators`); raw payloads need `view_raw_payload`, which no group
+# gets by default: it is granted to named people.
+GROUP_PERMISSIONS = {
+    "operators": ["webhooks.view_webhookevent", "webhooks.view_deadletter", "webhooks.change_deadletter"],
+    "support": ["webhooks.view_webhookevent"],
+    "services": [],
+}
+
+
+def group_permissions_grant(sender, using="default", apps=None, **kwargs):
+    """Create the groups and grant their webhook permissions; idempotent, runs after every migrate.
+
+    Permissions only exist once `post_migrate` has created them, so a data migration on a fresh
+    database would find none; and a test flush deletes groups, which this puts back.
+    """
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.contenttypes.management import create_contenttypes
+
+    try:
+        Group = apps.get_model("auth", "Group")
+        Permission = apps.get_model("auth", "Permission")
+    except LookupError:
+        return
+    # Django's own handlers do this too, but may run after this one; both are idempotent.
+    create_contenttypes(sender, verbosity=0, using=using, apps=apps)
+    create_permissions(sender, verbosity=0, using=using, apps=apps)
+    for name, codes in GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=name)
+        if not codes:
+            continue
+        wanted = Permission.objects.using(using).filter(
+            content_type__app_label="webhooks", codename__in=[code.split(".", 1)[1] for code in codes]
+        )
+        group.permissions.add(*wanted)
 
 
 class WebhooksConfig(AppConfig):
     name = "webhooks"
     verbose_name = "Webhooks"
+
+    def ready(self):
+        # Registers the periodic task: Celery's autodiscovery only imports `<app>.tasks`.
+        from webhooks import monitoring  # noqa: F401
+
+        post_migrate.connect(group_permissions_grant, sender=self, dispatch_uid="webhooks.group_permissions_grant")

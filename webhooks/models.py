@@ -2,6 +2,7 @@ import os
 import time
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -97,6 +98,61 @@ class WebhookEvent(models.Model):
             models.Index(fields=["event_type", "received_at"], name="webhookevent_type_received"),
             models.Index(fields=["provider_event_id"], name="webhookevent_provider_id"),
         ]
+        permissions = [("view_raw_payload", "Can view decrypted raw payloads")]
 
     def __str__(self):
         return f"{self.idempotency_key} ({self.status})"
+
+
+class DeadLetter(models.Model):
+    """One unit of work that failed for good, kept until an operator replays, resolves or discards it.
+
+    `unit_key` names the unit (e.g. `<task>:<event id>`) and is unique, so a unit that fails again
+    after a replay reopens its row instead of adding one. Message and traceback are PII-scrubbed
+    before they are stored; `args` hold ids only.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        REPLAYED = "replayed"
+        RESOLVED = "resolved"
+        DISCARDED = "discarded"
+
+    unit_key = models.CharField(max_length=400)
+    task_name = models.CharField(max_length=200)
+    args = models.JSONField(default=list, blank=True)
+    event = models.ForeignKey(
+        WebhookEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="dead_letters"
+    )
+    error_type = models.CharField(max_length=200)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts over every time this unit was dead-lettered (a reopened row adds to it)."
+    )
+    occurrences = models.PositiveIntegerField(default=1, help_text="How many times this unit was dead-lettered.")
+    first_failed_at = models.DateTimeField(default=timezone.now)
+    last_failed_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    acted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acted_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-last_failed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["unit_key"], name="deadletter_unique_unit_key"),
+        ]
+        indexes = [
+            # The admin and API list by status first, newest failure first, then narrow by task or error.
+            models.Index(fields=["status", "last_failed_at"], name="deadletter_status_failed"),
+            models.Index(fields=["task_name", "last_failed_at"], name="deadletter_task_failed"),
+            models.Index(fields=["error_type", "last_failed_at"], name="deadletter_error_failed"),
+            models.Index(fields=["last_failed_at"], name="deadletter_failed"),
+            models.Index(fields=["first_failed_at"], name="deadletter_first_failed"),
+        ]
+
+    def __str__(self):
+        return f"{self.unit_key} ({self.status})"

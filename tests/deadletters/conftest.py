@@ -1,0 +1,68 @@
+import base64
+import json
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.deadletters.factories import staff_user_create
+
+
+@pytest.fixture
+def operator(db):
+    return staff_user_create("olivia-operator", "operators")
+
+
+@pytest.fixture
+def support_user(db):
+    return staff_user_create("sam-support", "support")
+
+
+@pytest.fixture
+def services_user(db):
+    return staff_user_create("svc-billing", "services")
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def audit_calls(monkeypatch):
+    """Every audit entry the code under test appends (the real audit app still receives them)."""
+    from audit import services as audit_services
+
+    calls: list[dict] = []
+    single = audit_services.audit_entry_append
+
+    def append(**entry):
+        calls.append(entry)
+        return single(**entry)
+
+    monkeypatch.setattr(audit_services, "audit_entry_append", append)
+    bulk = getattr(audit_services, "audit_entries_append", None)
+    if bulk is not None:
+
+        def append_many(*, entries, **kwargs):
+            calls.extend(entries)
+            return bulk(entries=entries, **kwargs)
+
+        monkeypatch.setattr(audit_services, "audit_entries_append", append_many)
+    return calls
+
+
+@pytest.fixture
+def queued(broker_flushed):
+    """Reads the Celery messages waiting on the `payhook` queue: [(task name, args), ...]."""
+
+    def read() -> list[tuple[str, list]]:
+        messages = []
+        for raw in reversed(broker_flushed.lrange("payhook", 0, -1)):
+            message = json.loads(raw)
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            messages.append((message["headers"]["task"], args))
+        return messages
+
+    return read

@@ -1,0 +1,489 @@
+"""Dead letters: work that failed for good, and the operator actions that put it right.
+
+Processing calls `dead_letter_record()` when a unit of work will not be retried. Operators then
+replay, resolve or discard it (admin, API) or reprocess stored events (admin, `replay_events`).
+Replay never performs an effect itself: it puts the event back to `received` and hands it to the
+same Celery task as a first delivery, whose effects are idempotent on their own keys, so a replay
+of work that already succeeded produces nothing new.
+
+Bulk variants are set-based (a fixed number of statements whatever the row count) so that an
+operator can act on 10,000 rows from the admin without timing out the request.
+"""
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from config.exceptions import ApplicationError
+from webhooks.models import DeadLetter, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_MAX_CHARS = 2000
+TRACEBACK_MAX_CHARS = 20000
+
+# Events a worker may hold right now; reprocessing them would race the worker, and they will end
+# `processed`, `ignored` or `dead` on their own (the sweep re-dispatches lost `received` ones).
+EVENT_IN_FLIGHT = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING)
+EVENT_REPROCESSABLE = (
+    WebhookEvent.Status.PROCESSED,
+    WebhookEvent.Status.IGNORED,
+    WebhookEvent.Status.FAILED,
+    WebhookEvent.Status.DEAD,
+)
+EVENT_UNFINISHED = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED)
+# Replayed rows may still be closed by hand (the replay worked, or the operator gives up on it).
+CLOSABLE = (DeadLetter.Status.OPEN, DeadLetter.Status.REPLAYED)
+
+
+# --- Errors -------------------------------------------------------------------------------------------
+
+
+class DeadLetterError(ApplicationError):
+    code = "dead_letter_error"
+    status_code = 409
+
+
+class NoteRequired(DeadLetterError):
+    code = "note_required"
+    status_code = 400
+
+
+class DeadLetterNotOpen(DeadLetterError):
+    code = "dead_letter_not_open"
+
+
+class DeadLetterClosed(DeadLetterError):
+    code = "dead_letter_closed"
+
+
+class DeadLetterNotReplayable(DeadLetterError):
+    code = "dead_letter_not_replayable"
+
+
+class EventInFlight(DeadLetterError):
+    code = "event_in_flight"
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    acted: int
+    skipped: int
+
+
+# --- Scrubbing ----------------------------------------------------------------------------------------
+
+_FALLBACK_PATTERNS = [
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
+    (re.compile(r"\b(?:whsec|whsk|whpk|sk_live|sk_test|rk_live|rk_test|pk_live|pk_test)_[A-Za-z0-9+/=_-]+"), "[secret]"),
+    (re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
+    (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[card]"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), "[ip]"),
+    (re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}\b"), "[ip]"),
+]
+
+
+def _text_scrub(text: str) -> str:
+    """PII-scrub free text with the audit log's rules; a small local rule set until those exist."""
+    try:
+        from audit.redaction import redact_text
+    except ImportError:
+        for pattern, replacement in _FALLBACK_PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+    return redact_text(text)
+
+
+def _args_safe(args) -> list:
+    # Args are ids by contract; a round trip through JSON guarantees the column can hold them.
+    return json.loads(json.dumps(list(args or []), default=str))
+
+
+# --- Side channels: audit and Celery --------------------------------------------------------------------
+
+
+def _audit_append(**entry) -> None:
+    from audit.services import audit_entry_append
+
+    audit_entry_append(**entry)
+
+
+def _audit_append_many(entries: list[dict]) -> None:
+    """One audit entry per row; in one statement when the audit app offers a bulk append."""
+    from audit import services as audit_services
+
+    bulk = getattr(audit_services, "audit_entries_append", None)
+    if bulk is not None:
+        bulk(entries=entries)
+        return
+    for entry in entries:
+        audit_services.audit_entry_append(**entry)
+
+
+def _events_enqueue(event_ids: list[str]) -> None:
+    """Publish event ids in batches, as the dispatcher does; runs after commit.
+
+    A broker outage must not fail the operator's action after it committed: the events are
+    `received` with `dispatched_at` set, so the sweep republishes them once
+    WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS have passed.
+    """
+    from webhooks.tasks import webhook_events_process
+
+    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
+    for start in range(0, len(event_ids), batch_size):
+        batch = event_ids[start : start + batch_size]
+        try:
+            webhook_events_process.apply_async(args=[batch], retry=False)
+        except Exception as exc:  # broker down: the sweep is the fallback, see above
+            logger.warning(
+                "replay publish failed for %d events (%s); the sweep will republish them",
+                len(event_ids) - start,
+                type(exc).__name__,
+            )
+            return
+
+
+def _events_reset(event_ids: list, now) -> int:
+    """Put events back to a first delivery's state: the processing task treats them as new."""
+    return WebhookEvent.objects.filter(id__in=event_ids).update(
+        status=WebhookEvent.Status.RECEIVED, attempts=0, last_error="", dispatched_at=now
+    )
+
+
+def _actor(user) -> str:
+    return str(user.id) if user is not None else "system"
+
+
+def _note_clean(note: str | None) -> str:
+    note = (note or "").strip()
+    if not note:
+        raise NoteRequired("a note saying why is required")
+    return note
+
+
+# --- Recording ------------------------------------------------------------------------------------------
+
+
+def dead_letter_unit_key(*, task_name: str, event_id: str | None, args) -> str:
+    if event_id:
+        return f"{task_name}:{event_id}"
+    digest = hashlib.sha256(json.dumps(_args_safe(args), sort_keys=True).encode()).hexdigest()[:32]
+    return f"{task_name}:args:{digest}"
+
+
+def dead_letter_record(
+    *, task_name: str, event_id: str | None, args: list, exc: BaseException, attempts: int, traceback_text: str = ""
+) -> DeadLetter:
+    """Record that a unit of work failed for good; one row per unit, reopened if it fails again.
+
+    Call it outside the failed transaction. Recording the same open failure twice (a failure hook
+    that ran twice) changes nothing but the timestamps and error text: `attempts` only grows when a
+    closed or replayed row is reopened, and the audit entry is deduplicated on (row, attempts).
+    """
+    now = timezone.now()
+    error_type = type(exc).__name__[:200]
+    message = _text_scrub(str(exc))[:MESSAGE_MAX_CHARS]
+    traceback_clean = _text_scrub(traceback_text or "")[-TRACEBACK_MAX_CHARS:]
+    safe_args = _args_safe(args)
+    attempts = max(int(attempts), 0)
+
+    with transaction.atomic():
+        updated_events = 0
+        if event_id:
+            updated_events = WebhookEvent.objects.filter(id=event_id).update(
+                status=WebhookEvent.Status.DEAD, last_error=error_type[:500]
+            )
+        event_fk = event_id if updated_events else None
+        row, created = DeadLetter.objects.select_for_update().get_or_create(
+            unit_key=dead_letter_unit_key(task_name=task_name, event_id=event_id, args=args),
+            defaults={
+                "task_name": task_name,
+                "args": safe_args,
+                "event_id": event_fk,
+                "error_type": error_type,
+                "error_message": message,
+                "traceback": traceback_clean,
+                "attempts": attempts,
+                "first_failed_at": now,
+                "last_failed_at": now,
+            },
+        )
+        if not created:
+            if row.status == DeadLetter.Status.OPEN:
+                row.attempts = max(row.attempts, attempts)
+            else:
+                row.attempts += attempts
+                row.occurrences += 1
+                row.status = DeadLetter.Status.OPEN
+            row.args = safe_args
+            row.event_id = event_fk or row.event_id
+            row.error_type = error_type
+            row.error_message = message
+            row.traceback = traceback_clean
+            row.last_failed_at = now
+            row.save(
+                update_fields=[
+                    "attempts", "occurrences", "status", "args", "event", "error_type", "error_message", "traceback",
+                    "last_failed_at",
+                ]
+            )
+        _audit_append(
+            action="task.dead_lettered",
+            event_id=str(row.event_id) if row.event_id else None,
+            data={"task": task_name, "error_type": error_type, "attempts": row.attempts},
+            dedup_key=f"dlq:{row.id}:{row.attempts}",
+        )
+    logger.warning(
+        "dead-lettered task=%s event=%s error=%s attempts=%d dead_letter=%s",
+        task_name, row.event_id, error_type, row.attempts, row.id,
+    )
+    return row
+
+
+# --- Operator actions on one row -----------------------------------------------------------------------
+
+
+def _row_lock(dead_letter: DeadLetter) -> DeadLetter:
+    return DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+
+
+@transaction.atomic
+def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> DeadLetter:
+    """Re-run the dead letter's event through processing; only open rows with a stored event."""
+    row = _row_lock(dead_letter)
+    if row.status != DeadLetter.Status.OPEN:
+        raise DeadLetterNotOpen(f"dead letter {row.id} is {row.status}; only open dead letters can be replayed")
+    if row.event_id is None:
+        raise DeadLetterNotReplayable(f"dead letter {row.id} has no stored event to replay")
+    now = timezone.now()
+    row.status = DeadLetter.Status.REPLAYED
+    row.acted_by = user
+    row.acted_at = now
+    row.note = (note or "").strip()
+    row.save(update_fields=["status", "acted_by", "acted_at", "note"])
+    _events_reset([row.event_id], now)
+    _audit_append(
+        action="dlq.replayed",
+        actor=_actor(user),
+        event_id=str(row.event_id),
+        data={"dead_letter": row.id, "task": row.task_name},
+        dedup_key=f"dlq.replayed:{row.id}:{row.occurrences}",
+    )
+    event_ids = [str(row.event_id)]
+    transaction.on_commit(lambda: _events_enqueue(event_ids))
+    return row
+
+
+def _close(*, dead_letter: DeadLetter, user, note: str, status: str, action: str) -> DeadLetter:
+    note = _note_clean(note)
+    with transaction.atomic():
+        row = _row_lock(dead_letter)
+        if row.status not in CLOSABLE:
+            raise DeadLetterClosed(f"dead letter {row.id} is already {row.status}")
+        row.status = status
+        row.acted_by = user
+        row.acted_at = timezone.now()
+        row.note = note
+        row.save(update_fields=["status", "acted_by", "acted_at", "note"])
+        # The note is free text from an operator: it stays on the row, never in the audit data.
+        _audit_append(
+            action=action,
+            actor=_actor(user),
+            event_id=str(row.event_id) if row.event_id else None,
+            data={"dead_letter": row.id, "task": row.task_name},
+            dedup_key=f"{action}:{row.id}:{row.occurrences}",
+        )
+    return row
+
+
+def dead_letter_resolve(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
+    """Close a dead letter whose cause was put right by other means (the note says how)."""
+    return _close(dead_letter=dead_letter, user=user, note=note, status=DeadLetter.Status.RESOLVED, action="dlq.resolved")
+
+
+def dead_letter_discard(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
+    """Close a dead letter that should never be processed (the note says why)."""
+    return _close(dead_letter=dead_letter, user=user, note=note, status=DeadLetter.Status.DISCARDED, action="dlq.discarded")
+
+
+# --- Operator actions on many rows ----------------------------------------------------------------------
+
+
+def _selected_ids(queryset: QuerySet) -> QuerySet:
+    # A fresh queryset over the caller's pks: the caller's may carry joins, ordering or
+    # select_related that FOR UPDATE cannot lock.
+    return queryset.order_by().values("pk")
+
+
+def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> BulkOutcome:
+    """Replay every open dead letter (with a stored event) in `queryset`; others are skipped."""
+    now = timezone.now()
+    note = (note or "").strip()
+    with transaction.atomic():
+        selected = DeadLetter.objects.filter(pk__in=_selected_ids(queryset))
+        total = selected.count()
+        rows = list(
+            selected.filter(status=DeadLetter.Status.OPEN, event__isnull=False)
+            .select_for_update()
+            .order_by("pk")
+            .values_list("id", "event_id", "task_name", "occurrences")
+        )
+        if rows:
+            DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(
+                status=DeadLetter.Status.REPLAYED, acted_by=user, acted_at=now, note=note
+            )
+            event_ids = list(dict.fromkeys(str(row[1]) for row in rows))
+            _events_reset(event_ids, now)
+            _audit_append_many(
+                [
+                    {
+                        "action": "dlq.replayed",
+                        "actor": _actor(user),
+                        "event_id": str(event_id),
+                        "data": {"dead_letter": row_id, "task": task_name},
+                        "dedup_key": f"dlq.replayed:{row_id}:{occurrences}",
+                    }
+                    for row_id, event_id, task_name, occurrences in rows
+                ]
+            )
+            transaction.on_commit(lambda: _events_enqueue(event_ids))
+    return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+
+
+def _close_bulk(*, queryset: QuerySet, user, note: str, status: str, action: str) -> BulkOutcome:
+    note = _note_clean(note)
+    now = timezone.now()
+    with transaction.atomic():
+        selected = DeadLetter.objects.filter(pk__in=_selected_ids(queryset))
+        total = selected.count()
+        rows = list(
+            selected.filter(status__in=CLOSABLE)
+            .select_for_update()
+            .order_by("pk")
+            .values_list("id", "event_id", "task_name", "occurrences")
+        )
+        if rows:
+            DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(
+                status=status, acted_by=user, acted_at=now, note=note
+            )
+            _audit_append_many(
+                [
+                    {
+                        "action": action,
+                        "actor": _actor(user),
+                        "event_id": str(event_id) if event_id else None,
+                        "data": {"dead_letter": row_id, "task": task_name},
+                        "dedup_key": f"{action}:{row_id}:{occurrences}",
+                    }
+                    for row_id, event_id, task_name, occurrences in rows
+                ]
+            )
+    return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+
+
+def dead_letter_resolve_bulk(*, queryset: QuerySet, user, note: str) -> BulkOutcome:
+    return _close_bulk(queryset=queryset, user=user, note=note, status=DeadLetter.Status.RESOLVED, action="dlq.resolved")
+
+
+def dead_letter_discard_bulk(*, queryset: QuerySet, user, note: str) -> BulkOutcome:
+    return _close_bulk(queryset=queryset, user=user, note=note, status=DeadLetter.Status.DISCARDED, action="dlq.discarded")
+
+
+# --- Reprocessing stored events -------------------------------------------------------------------------
+
+
+def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin") -> BulkOutcome:
+    """Re-run finished events (`processed`, `ignored`, `failed`, `dead`) through processing.
+
+    Events a worker holds or will pick up anyway are skipped, as are rows locked right now. Open
+    dead letters of the reprocessed events are marked `replayed`: the operator acted on them.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        selected = WebhookEvent.objects.filter(pk__in=_selected_ids(queryset))
+        total = selected.count()
+        rows = list(
+            selected.filter(status__in=EVENT_REPROCESSABLE)
+            .select_for_update(skip_locked=True)
+            .order_by("pk")
+            .values_list("id", "status")
+        )
+        if rows:
+            event_ids = [event_id for event_id, _ in rows]
+            _events_reset(event_ids, now)
+            DeadLetter.objects.filter(event_id__in=event_ids, status=DeadLetter.Status.OPEN).update(
+                status=DeadLetter.Status.REPLAYED, acted_by=user, acted_at=now, note=f"event reprocessed ({via})"
+            )
+            _audit_append_many(
+                [
+                    {
+                        "action": "event.reprocessed",
+                        "actor": _actor(user),
+                        "event_id": str(event_id),
+                        "data": {"previous_status": previous, "via": via},
+                    }
+                    for event_id, previous in rows
+                ]
+            )
+            published = [str(event_id) for event_id in event_ids]
+            transaction.on_commit(lambda: _events_enqueue(published))
+    return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+
+
+def webhook_event_reprocess(*, event: WebhookEvent, user, via: str = "admin") -> WebhookEvent:
+    outcome = webhook_events_reprocess_bulk(queryset=WebhookEvent.objects.filter(pk=event.pk), user=user, via=via)
+    if not outcome.acted:
+        raise EventInFlight(f"event {event.pk} is being processed or waiting to be; it cannot be reprocessed now")
+    event.refresh_from_db(fields=["status", "attempts", "last_error", "dispatched_at"])
+    return event
+
+
+# --- Selectors ------------------------------------------------------------------------------------------
+
+
+def dead_letter_list() -> QuerySet[DeadLetter]:
+    return DeadLetter.objects.select_related("event", "event__endpoint").defer(
+        "event__body_encrypted", "event__headers_encrypted"
+    )
+
+
+def webhook_events_for_replay(*, endpoint, since, until, event_type: str | None = None) -> QuerySet[WebhookEvent]:
+    queryset = WebhookEvent.objects.filter(endpoint=endpoint, received_at__gte=since, received_at__lt=until)
+    if event_type:
+        queryset = queryset.filter(event_type=event_type)
+    return queryset.order_by("received_at")
+
+
+def dead_letter_stats() -> dict:
+    """DLQ depth and how long the oldest unfinished event has waited (None when nothing waits)."""
+    now = timezone.now()
+    open_count = DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).count()
+    oldest_event = (
+        WebhookEvent.objects.filter(status__in=EVENT_UNFINISHED)
+        .order_by("received_at")
+        .values_list("received_at", flat=True)
+        .first()
+    )
+    oldest_open = (
+        DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
+        .order_by("last_failed_at")
+        .values_list("last_failed_at", flat=True)
+        .first()
+    )
+
+    def age(moment) -> float | None:
+        return None if moment is None else max((now - moment) / timedelta(seconds=1), 0.0)
+
+    return {
+        "open": open_count,
+        "oldest_unprocessed_event_age_seconds": age(oldest_event),
+        "oldest_open_dead_letter_age_seconds": age(oldest_open),
+    }
