@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/", include("fulfillment.urls")),
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("audit.urls")),
+    path("notifications/", include("notifications.public_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),

@@ -232,16 +232,21 @@ dispatcher = BatchDispatcher(_publish, batch_size=settings.WEBHOOK_DISPATCH_BATC
 def webhook_events_dispatch(*, limit: int = 1000) -> int:
     """The sweep: publish events stored but not (recently) handed to Celery. Returns how many.
 
-    Picks `received` events older than WEBHOOK_REDISPATCH_AFTER_SECONDS that the sweep never sent,
-    or sent so long ago (WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS) that the message must be lost. A
-    message sent twice is harmless: processing skips an event that is no longer `received`.
+    Picks `received` events older than WEBHOOK_REDISPATCH_AFTER_SECONDS, and `processing`/`failed`
+    ones older than WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS (their worker died with the message, or the
+    retry message was lost), unless the sweep already sent them within that time. A message sent
+    twice is harmless: processing claims each event once and skips finished ones.
     """
     now = timezone.now()
     grace = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_AFTER_SECONDS)
     lost = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS)
+    waiting = Q(status=WebhookEvent.Status.RECEIVED, received_at__lt=grace) | Q(
+        # Claimed by a worker that died, or waiting on a retry whose message was lost.
+        status__in=[WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED], received_at__lt=lost
+    )
     with transaction.atomic():
         event_ids = list(
-            WebhookEvent.objects.filter(status=WebhookEvent.Status.RECEIVED, received_at__lt=grace)
+            WebhookEvent.objects.filter(waiting)
             .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
             .order_by("received_at")
             .values_list("id", flat=True)[:limit]
