@@ -65,9 +65,11 @@ class Process:
         self._log.close()
 
 
-def worker_start(env: dict[str, str], log_path: Path, *, concurrency: int = 1, beat: bool = False, name: str = "w1") -> Process:
+def worker_start(
+    env: dict[str, str], log_path: Path, *, concurrency: int = 1, beat: bool = False, name: str = "w1", app: str = "config"
+) -> Process:
     args = [
-        str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
+        str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
         "--queues", "payhook", "--pool", "prefork", "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]
     if beat:
@@ -112,3 +114,35 @@ def wait_for(predicate, *, timeout: float = 30, interval: float = 0.1, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port that a test may kill and restart."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._log_dir = log_dir
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self._log_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._ready, timeout=10, message="redis-server up")
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(5)
+            self._process = None
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
