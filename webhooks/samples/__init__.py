@@ -57,3 +57,29 @@ def stripe_event(event_type: str, obj: dict | None = None, *, event_id: str | No
 
 def standard_event(event_type: str, data: dict | None = None) -> dict:
     return {"type": event_type, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data or {}}
+
+
+SAMPLE_PRICE_ID = "price_1PgafmB7WZ01zgkW6dKueIc5"  # the price in Stripe's published examples
+
+
+def stripe_trigger_event(event_type: str) -> dict:
+    """A coherent sample event, like `stripe trigger`: paid, with the sample price and customer.
+
+    Stripe's published objects are independent examples (an unpaid session, a draft invoice); this
+    makes the ones payhook fulfils tell one story, so a newcomer sees an event fulfilled.
+    """
+    obj = stripe_object_for_event_type(event_type)
+    customer = stripe_object("customer")["id"]
+    if event_type.startswith("checkout.session."):
+        obj.update(payment_status="paid", status="complete", customer=customer, metadata={"price_id": SAMPLE_PRICE_ID})
+    elif event_type.startswith("invoice."):
+        obj.update(status="paid" if event_type == "invoice.paid" else "open", customer=customer)
+        for line in obj["lines"]["data"]:
+            line["pricing"] = {"type": "price_details", "price_details": {"price": SAMPLE_PRICE_ID, "product": "prod_sample"}}
+    elif event_type.startswith("customer.subscription."):
+        obj["customer"] = customer
+        for item in obj["items"]["data"]:
+            item["current_period_end"] = int(time.time()) + 30 * 86400
+    elif event_type in ("charge.refunded", "charge.dispute.created"):
+        obj["payment_intent"] = stripe_object("payment_intent")["id"]
+    return stripe_event(event_type, obj)
