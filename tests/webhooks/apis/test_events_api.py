@@ -165,7 +165,8 @@ def test_since_and_until_bound_the_received_time(operator):
     start = timezone.now().replace(microsecond=0) - timedelta(hours=10)
     before, inside, after = (WebhookEventFactory(received_at=start + timedelta(hours=hours)) for hours in (0, 2, 4))
 
-    between = operator.get("/api/v1/events/", {"since": (start + timedelta(hours=1)).isoformat(), "until": (start + timedelta(hours=3)).isoformat()})
+    window = {"since": (start + timedelta(hours=1)).isoformat(), "until": (start + timedelta(hours=3)).isoformat()}
+    between = operator.get("/api/v1/events/", window)
     since_inside = operator.get("/api/v1/events/", {"since": (start + timedelta(hours=2)).isoformat()})
     until_inside = operator.get("/api/v1/events/", {"until": (start + timedelta(hours=2)).isoformat()})
 

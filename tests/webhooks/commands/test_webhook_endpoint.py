@@ -69,7 +69,8 @@ def test_add_secret_keeps_the_old_secret_active_beside_the_new_one(stripe_secret
 
     output = _run("add-secret", "shop", "--secret", new_secret)
 
-    assert sorted(endpoint_secrets_decrypted(endpoint=WebhookEndpoint.objects.get(slug="shop"))) == sorted([stripe_secret, new_secret])
+    active = endpoint_secrets_decrypted(endpoint=WebhookEndpoint.objects.get(slug="shop"))
+    assert sorted(active) == sorted([stripe_secret, new_secret])
     assert new_secret not in output
 
 

@@ -23,7 +23,9 @@ SECRET = "whsec_" + base64.b64encode(SECRET_BYTES).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 PRIVATE_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"payhook test key").digest())
 PUBLIC_KEY = "whpk_" + base64.b64encode(PRIVATE_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
-PRIVATE_KEY_SECRET = "whsk_" + base64.b64encode(PRIVATE_KEY.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode()
+PRIVATE_KEY_SECRET = "whsk_" + base64.b64encode(
+    PRIVATE_KEY.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+).decode()
 MSG_ID = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 TOLERANCE = 300
