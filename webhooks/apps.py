@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.apps import apps as global_apps
+from django.apps import apps as global_apps
 from django.db.models.signals import post_migrate
 
 # Model permissions each group holds. Acting on dead letters is `change_deadletter` (the admin and
@@ -11,15 +13,17 @@ GROUP_PERMISSIONS = {
 }
 
 
-def group_permissions_grant(sender, using="default", apps=None, **kwargs):
+def group_permissions_grant(sender, using="default", apps=global_apps, **kwargs):
     """Create the groups and grant their webhook permissions; idempotent, runs after every migrate.
 
     Permissions only exist once `post_migrate` has created them, so a data migration on a fresh
     database would find none; and a test flush deletes groups, which this puts back.
     """
+    apps = apps or global_apps  # `flush` (test teardown) sends post_migrate without `apps`
     from django.contrib.auth.management import create_permissions
     from django.contrib.contenttypes.management import create_contenttypes
 
+    apps = apps or global_apps  # `flush` sends post_migrate without the migration state's apps
     try:
         Group = apps.get_model("auth", "Group")
         Permission = apps.get_model("auth", "Permission")
