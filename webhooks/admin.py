@@ -193,8 +193,8 @@ class DeadLetterNoteForm(forms.Form):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ["id", "task_name", "event_type", "error_type", "attempts", "age", "status", "last_failed_at"]
-    list_display_links = ["id", "task_name"]
+    list_display = ["id", "status", "task", "event_type", "error_type", "attempts", "age"]
+    list_display_links = ["id", "task"]
     list_filter = ["status", "task_name", "error_type", "last_failed_at"]
     search_fields = ["=event__idempotency_key", "=event__provider_event_id", "=unit_key", "error_type", "error_message"]
     search_help_text = "Event id, idempotency key, provider event id, or words of the error."
@@ -254,6 +254,11 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     # --- columns and detail fields
 
+    @admin.display(description="task", ordering="task_name")
+    def task(self, obj):
+        # The function name is what operators recognise; the dotted path stays in the tooltip.
+        return format_html('<span title="{}">{}</span>', obj.task_name, obj.task_name.rsplit(".", 1)[-1])
+
     @admin.display(description="event type", ordering="event__event_type")
     def event_type(self, obj):
         return obj.event.event_type if obj.event_id else "—"
@@ -309,21 +314,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resolve selected dead letters (with a note)", permissions=["operate"])
     def resolve(self, request, queryset):
-        return self._close_with_note(request, queryset, action="resolve", verb="Resolve",
+        return self._close_with_note(request, queryset, action="resolve", verb="Resolve", done="Resolved",
                                      service=deadletters.dead_letter_resolve_bulk)
 
     @admin.action(description="Discard selected dead letters (with a note)", permissions=["operate"])
     def discard(self, request, queryset):
-        return self._close_with_note(request, queryset, action="discard", verb="Discard",
+        return self._close_with_note(request, queryset, action="discard", verb="Discard", done="Discarded",
                                      service=deadletters.dead_letter_discard_bulk)
 
-    def _close_with_note(self, request, queryset, *, action, verb, service):
+    def _close_with_note(self, request, queryset, *, action, verb, done, service):
         """First pass renders the note form; its submit (`apply`) comes back here and acts."""
         form = DeadLetterNoteForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             outcome = service(queryset=queryset, user=request.user, note=form.cleaned_data["note"])
             skipped = f"; skipped {outcome.skipped} already resolved or discarded" if outcome.skipped else ""
-            self.message_user(request, f"{verb}d {outcome.acted} dead letter(s){skipped}.",
+            self.message_user(request, f"{done} {outcome.acted} dead letter(s){skipped}.",
                               messages.SUCCESS if outcome.acted else messages.WARNING)
             return None  # the admin redirects back to the (filtered) list
         select_across = request.POST.get("select_across") == "1"
