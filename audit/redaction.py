@@ -430,15 +430,16 @@ def _echo_patterns(known: Iterable[tuple[str, str]]) -> list[tuple[re.Pattern, s
     ]
 
 
-def redact_text(text: str, *, known: Iterable[str] = ()) -> str:
+def redact_text(text: str, *, known: Iterable[str | tuple[str, str]] = ()) -> str:
     """Scrub emails, cards, phones, IPs, secrets and addresses from free text.
 
     `known` adds values to remove wherever they appear (e.g. the buyer's name when scrubbing a
-    traceback of their event).
+    traceback of their event): strings, tagged `[personal]`, or (value, tag) pairs such as
+    ("Alice Liddell", "name"), whose words are removed one by one too.
     """
     if not isinstance(text, str):
         text = str(text)
-    echoes = _echo_patterns((value, "personal") for value in known if isinstance(value, str))
+    echoes = _echo_patterns(_known_pairs(known))
     if echoes:
         text = _echo_sub(text, echoes)
     return _fixpoint(text, _full_pass)
@@ -557,9 +558,19 @@ class _Redactor:
         return out
 
 
-def redact(data, *, known: Iterable[str] = ()):
+def _known_pairs(known) -> list[tuple[str, str]]:
+    pairs = []
+    for item in known:
+        if isinstance(item, str):
+            pairs.append((item, "personal"))
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+            pairs.append((item[0], item[1] if item[1] in TAGS else "personal"))
+    return pairs
+
+
+def redact(data, *, known: Iterable[str | tuple[str, str]] = ()):
     """A redacted, JSON-safe copy of `data` (see the module docstring for the rules)."""
     found: list[tuple[str, str]] = []
     _collect_known(data, found)
-    found.extend((value, "personal") for value in known if isinstance(value, str))
+    found.extend(_known_pairs(known))
     return _Redactor(_echo_patterns(found)).value(data, 0)

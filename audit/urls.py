@@ -1,1 +1,7 @@
-urlpatterns = []
+from django.urls import path
+
+from audit.apis import AuditEntryListApi
+
+urlpatterns = [
+    path("audit/", AuditEntryListApi.as_view(), name="audit-list"),
+]
