@@ -1,0 +1,59 @@
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from audit.models import AuditChainHead, AuditEntry, AuditSubject
+from audit.services import audit_entry_append
+
+
+def _execute(sql: str, params=()):
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@pytest.fixture
+def entry(db):
+    audit_entry_append(action="webhook.received", subjects={"email": "erin@example.com"})
+    return audit_entry_append(action="entitlement.granted", subjects={"customer": "cus_1"}, data={"entitlement_key": "pro"})
+
+
+@pytest.mark.django_db
+class TestAppendOnlyAtTheDatabase:
+    def test_an_update_of_an_entry_fails(self, entry):
+        with pytest.raises(DatabaseError, match="append-only"):
+            _execute("UPDATE audit_auditentry SET actor = '1' WHERE id = %s", [entry.id])
+        assert AuditEntry.objects.get(pk=entry.pk).actor == "system"
+
+    def test_a_delete_of_an_entry_fails(self, entry):
+        with pytest.raises(DatabaseError):
+            _execute("DELETE FROM audit_auditsubject WHERE entry_id = %s", [entry.id])
+        with pytest.raises(DatabaseError):
+            _execute("DELETE FROM audit_auditentry WHERE id = %s", [entry.id])
+        assert AuditEntry.objects.count() == 2 and AuditSubject.objects.count() == 2
+
+    def test_the_orm_cannot_change_or_delete_entries_either(self, entry):
+        with pytest.raises(DatabaseError):
+            with transaction.atomic():
+                AuditEntry.objects.filter(pk=entry.pk).update(data={})
+        with pytest.raises(DatabaseError):
+            with transaction.atomic():
+                AuditSubject.objects.filter(entry=entry).update(value_hash="0" * 64)
+
+    def test_the_chain_head_only_advances_to_the_next_entry(self, entry):
+        with pytest.raises(DatabaseError, match="advance"):
+            _execute("UPDATE audit_auditchainhead SET last_id = 1, last_hash = %s", [AuditEntry.objects.get(pk=1).entry_hash])
+        with pytest.raises(DatabaseError, match="advance"):
+            _execute("UPDATE audit_auditchainhead SET last_id = 3, last_hash = 'forged'")
+        with pytest.raises(DatabaseError):
+            _execute("DELETE FROM audit_auditchainhead")
+        assert AuditChainHead.objects.get().last_id == 2
+
+
+@pytest.mark.django_db(transaction=True)
+class TestTransactionalTestsStillFlush:
+    """pytest-django empties tables between transactional tests with TRUNCATE, which row triggers
+    do not see: each of these starts from an empty log, so the flush went through."""
+
+    @pytest.mark.parametrize("run", [1, 2])
+    def test_each_run_starts_a_fresh_chain(self, run):
+        assert not AuditEntry.objects.exists() and not AuditChainHead.objects.exists()
+        assert audit_entry_append(action="webhook.received", subjects={"user": "1"}).id == 1
