@@ -51,7 +51,6 @@ def _entry_insert(entry: AuditEntry) -> bool:
         return cursor.fetchone() is not None
 
 
-@transaction.atomic
 def audit_entry_append(
     *,
     action: str,
@@ -85,7 +84,16 @@ def audit_entry_append(
     known = [(str(value), "email") for kind, value in (subjects or {}).items() if kind == "email" and value]
     redacted = redact(data or {}, known=known)
     dedup_key = _dedup_key_clean(dedup_key)
+    return _entry_append_chained(
+        action=action, actor=actor, event_id=event_uuid, data=redacted, subject_pairs=subject_pairs, dedup_key=dedup_key
+    )
 
+
+# No savepoint: inside the caller's transaction an audit failure fails the caller's work anyway,
+# and SAVEPOINT/RELEASE would be two more round trips while the chain is locked. Validation runs
+# before this, so a refused entry does not spoil the caller's transaction.
+@transaction.atomic(savepoint=False)
+def _entry_append_chained(*, action, actor, event_id, data, subject_pairs, dedup_key) -> AuditEntry | None:
     # Fast path for redeliveries: skip the chain lock when the entry is already committed. The
     # unique constraint, not this read, is what guarantees a single entry.
     if dedup_key is not None and AuditEntry.objects.filter(dedup_key=dedup_key).exists():
@@ -97,14 +105,14 @@ def audit_entry_append(
         action=action,
         occurred_at=timezone.now(),
         actor=actor,
-        event_id=event_uuid,
-        data=redacted,
+        event_id=event_id,
+        data=data,
         dedup_key=dedup_key,
         prev_hash=head.last_hash,
     )
     content = chain.entry_content(
-        id=entry.id, action=action, occurred_at=entry.occurred_at, actor=actor, event_id=event_uuid,
-        data=redacted, dedup_key=dedup_key, subjects=subject_pairs,
+        id=entry.id, action=action, occurred_at=entry.occurred_at, actor=actor, event_id=event_id,
+        data=data, dedup_key=dedup_key, subjects=subject_pairs,
     )
     entry.entry_hash = chain.entry_hash(entry.prev_hash, content)
     if not _entry_insert(entry):

@@ -79,6 +79,15 @@ class TestAuditEntryAppend:
             audit_entry_append(action="dlq.discarded", actor=actor)
         assert actor not in info.value.message or actor == ""
 
+    def test_a_refused_entry_does_not_spoil_the_callers_transaction(self):
+        from django.db import transaction
+
+        with transaction.atomic():
+            with pytest.raises(UnknownAuditAction):
+                audit_entry_append(action="no.such.action")
+            assert audit_entry_append(action="webhook.received").id == 1
+        assert AuditEntry.objects.count() == 1
+
     def test_it_accepts_an_integer_user_id_as_actor(self):
         assert audit_entry_append(action="dlq.resolved", actor=7).actor == "7"
 
