@@ -100,6 +100,8 @@ STATIC_ROOT = VAR_DIR / "static"
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS")
 # Key of the keyed hash (HMAC blind index) used to search identifiers that are never stored in clear.
 BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY")
+# Earlier blind-index keys: audit searches still find entries hashed under them (docs/audit.md).
+BLIND_INDEX_PREVIOUS_KEYS = env.list("BLIND_INDEX_PREVIOUS_KEYS", default=[])
 
 # --- Webhooks ---------------------------------------------------------------------------------
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)

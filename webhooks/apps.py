@@ -8,7 +8,7 @@ from django.db.models.signals import post_migrate
 # gets by default: it is granted to named people.
 GROUP_PERMISSIONS = {
     "operators": ["webhooks.view_webhookevent", "webhooks.view_deadletter", "webhooks.change_deadletter"],
-    "support": ["webhooks.view_webhookevent"],
+    "support": ["webhooks.view_webhookevent", "audit.view_auditentry"],
     "services": [],
 }
 
@@ -30,16 +30,18 @@ def group_permissions_grant(sender, using="default", apps=global_apps, **kwargs)
     except LookupError:
         return
     # Django's own handlers do this too, but may run after this one; both are idempotent.
-    create_contenttypes(sender, verbosity=0, using=using, apps=apps)
-    create_permissions(sender, verbosity=0, using=using, apps=apps)
+    # Every app's, not only the sender's: the groups hold permissions of other apps (audit) too.
+    for app_config in global_apps.get_app_configs():
+        create_contenttypes(app_config, verbosity=0, using=using, apps=apps)
+        create_permissions(app_config, verbosity=0, using=using, apps=apps)
     for name, codes in GROUP_PERMISSIONS.items():
         group, _ = Group.objects.using(using).get_or_create(name=name)
         if not codes:
             continue
-        wanted = Permission.objects.using(using).filter(
-            content_type__app_label="webhooks", codename__in=[code.split(".", 1)[1] for code in codes]
-        )
-        group.permissions.add(*wanted)
+        for code in codes:
+            app_label, codename = code.split(".", 1)
+            wanted = Permission.objects.using(using).filter(content_type__app_label=app_label, codename=codename)
+            group.permissions.add(*wanted)
 
 
 class WebhooksConfig(AppConfig):

@@ -4,12 +4,8 @@ Fulfilment never sees provider JSON, only these. A fact holds ids, amounts and k
 personal data a later step needs (a buyer's email for the receipt) is carried encrypted.
 """
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from django.conf import settings
 
 from config import encryption
 
@@ -25,8 +21,9 @@ class Fact:
 
 def email_hash(email: str) -> str:
     """Keyed hash of a normalised email (the blind index): links buyers without storing the address."""
-    normalised = email.strip().lower()
-    return hmac.new(settings.BLIND_INDEX_KEY.encode(), f"email:{normalised}".encode(), hashlib.sha256).hexdigest()
+    from audit import blind_index
+
+    return blind_index(email, kind="email")
 
 
 def buyer(*, user_id: object = None, provider_customer_id: object = None, email: object = None) -> dict:
