@@ -149,7 +149,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.webhook_events_dispatch",
         "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=10.0),
     },
+    "dead-letters-watch": {
+        "task": "webhooks.monitoring.dead_letters_watch",
+        "schedule": env.float("DLQ_WATCH_INTERVAL_SECONDS", default=60.0),
+    },
 }
+# The watch logs a warning when the dead-letter table holds this many open rows, or when the
+# oldest unfinished event is older than this.
+DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
+DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
 
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
@@ -181,6 +189,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read stored webhook events, entitlements, notifications and the audit log.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "DeadLetterStatusEnum": "webhooks.models.DeadLetter.Status",
+        "WebhookEventStatusEnum": "webhooks.models.WebhookEvent.Status",
+    },
 }
 
 # --- Logging and error reporting --------------------------------------------------------------

@@ -6,7 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.conf import settings
 
+from fulfillment.services import catalog_import
 from tests.conftest import signed_headers
 from tests.support.processes import wait_for, web_start
 from webhooks import samples
@@ -20,11 +22,20 @@ def _status(event_id: str) -> str:
 
 
 def test_accepted_event_is_processed_by_a_real_worker(celery_worker_process, stripe_endpoint, post_stripe):
-    response = post_stripe(samples.stripe_event("checkout.session.completed"))
+    catalog_import(data=json.loads((settings.BASE_DIR / "docs/examples/catalog.json").read_text()))
+
+    response = post_stripe(samples.stripe_trigger_event("checkout.session.completed"))
 
     assert response.status_code == 200
     event_id = response.json()["event_id"]
     wait_for(lambda: _status(event_id) == "processed", timeout=30, message="event processed")
+
+
+def test_event_payhook_does_not_fulfil_ends_ignored(celery_worker_process, stripe_endpoint, post_stripe):
+    response = post_stripe(samples.stripe_event("customer.created"))
+
+    event_id = response.json()["event_id"]
+    wait_for(lambda: _status(event_id) == "ignored", timeout=30, message="event ignored")
 
 
 def test_fifty_concurrent_deliveries_of_one_event_store_one_row(stripe_endpoint, stripe_secret, worker_env, tmp_path):

@@ -7,8 +7,13 @@ segfault or the OOM killer would. Only tests start workers with `-A tests.suppor
 import os
 import signal
 
+import django
+
 from config.celery_app import app  # noqa: F401  (the app this module stands in for)
-from fulfillment import services
+
+django.setup()  # models must be loadable before the patch below imports fulfilment
+
+from fulfillment import services  # noqa: E402
 
 _fulfil = services.webhook_event_fulfil
 
