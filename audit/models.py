@@ -11,6 +11,7 @@ class AuditAction(models.TextChoices):
     ENTITLEMENT_REVOKED = "entitlement.revoked"
     NOTIFICATION_SENT = "notification.sent"
     NOTIFICATION_SUPPRESSED = "notification.suppressed"
+    NOTIFICATION_FAILED = "notification.failed"
     TASK_DEAD_LETTERED = "task.dead_lettered"
     DLQ_REPLAYED = "dlq.replayed"
     DLQ_RESOLVED = "dlq.resolved"
