@@ -35,6 +35,25 @@ class EventOutputSerializer(serializers.ModelSerializer):
         ]
 
 
+class EventDetailOutputSerializer(EventOutputSerializer):
+    """The detail adds the canonical events fulfilment consumed: ids, amounts and keyed hashes only
+    (a buyer's email is carried encrypted), rebuilt from the stored bytes."""
+
+    canonical_events = serializers.SerializerMethodField()
+
+    class Meta(EventOutputSerializer.Meta):
+        fields = [*EventOutputSerializer.Meta.fields, "canonical_events"]
+
+    def get_canonical_events(self, event) -> list[dict] | None:
+        from fulfillment.canonical import canonical_events_for_event
+        from config.exceptions import ApplicationError
+
+        try:
+            return canonical_events_for_event(event)
+        except (ApplicationError, ValueError):
+            return None  # unreadable or invalid: the dead letter says why
+
+
 class EventPagination(CursorPagination):
     ordering = "-received_at"
     page_size_query_param = "page_size"
@@ -51,6 +70,15 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return webhook_event_list()
+
+    def get_serializer_class(self):
+        return EventDetailOutputSerializer if self.action == "retrieve" else EventOutputSerializer
+
+    def get_object(self):
+        # The detail needs the stored bytes to rebuild the canonical events; lists never load them.
+        event = super().get_object()
+        event.refresh_from_db(fields=["body_encrypted"])
+        return event
 
 
 # --- Dead letters (operators only) -------------------------------------------------------------------
