@@ -2,12 +2,13 @@ import uuid
 
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdminMixin
 from audit.models import AuditEntry
 from audit.selectors import audit_entry_filter_subject
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: the audit log is append-only, here as in the database."""
 
     # Never `data` in the list: even redacted, payload fragments do not belong in a scan view.
@@ -32,12 +33,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
             return queryset.filter(event_id=uuid.UUID(term)), False
         except ValueError:
             return audit_entry_filter_subject(queryset, q=term), False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from config.admin import ReadOnlyAdminMixin
 from notifications.models import Notification, NotificationPreference
 from notifications.selectors import STALE_SENDING_AFTER, notification_stale_sending_list
 
@@ -21,7 +22,7 @@ class DeliveryFilter(admin.SimpleListFilter):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Never the address (not stored) nor the body; `user_id` rather than the user, whose string
     # form is the username and may be an email address.
     list_display = ["id", "event_id", "user_id", "channel", "template", "status", "reason", "created_at"]
@@ -35,18 +36,9 @@ class NotificationAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(NotificationPreference)
-class NotificationPreferenceAdmin(admin.ModelAdmin):
+class NotificationPreferenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: preferences change through the API or an unsubscribe link, which audit them."""
 
     list_display = ["user_id", "category", "channel", "enabled", "updated_at"]
@@ -54,12 +46,3 @@ class NotificationPreferenceAdmin(admin.ModelAdmin):
     search_fields = ["=user__id"]
     fields = ["user_id", "category", "channel", "enabled", "updated_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
