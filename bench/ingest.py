@@ -840,7 +840,13 @@ def profile_summarise(text: str) -> dict:
         count = int(count)
         frames = stack.split(";")
         total += count
-        processes["workers" if "spawn_worker (gunicorn/arbiter.py" in stack else "master"] += count
+        # --subprocesses prefixes each stack with its process chain: master, then the worker.
+        if sum(1 for f in frames if f.startswith("process ")) < 2:
+            processes["master"] += count
+        elif any(f.startswith("thread ") and "payhook-dispatch" in f for f in frames):
+            processes["worker dispatcher thread"] += count
+        else:
+            processes["worker request threads"] += count
         for name, markers in PROFILE_CATEGORIES:
             if any(marker in frame for marker in markers for frame in frames):
                 categories[name] += count
