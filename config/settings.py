@@ -115,6 +115,10 @@ WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", def
 # A poison event (one that kills its worker every time) is dead-lettered after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=5)
 WEBHOOK_DISPATCH_BATCH_SIZE = env.int("WEBHOOK_DISPATCH_BATCH_SIZE", default=20)
+# The outbox relay runs in each Celery worker's main process (webhooks/relay.py).
+WEBHOOK_RELAY_ENABLED = env.bool("WEBHOOK_RELAY_ENABLED", default=True)
+WEBHOOK_RELAY_POLL_SECONDS = env.float("WEBHOOK_RELAY_POLL_SECONDS", default=0.05)
+WEBHOOK_RELAY_BATCH_LIMIT = env.int("WEBHOOK_RELAY_BATCH_LIMIT", default=200)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's filesystem transport under var/, shared by the

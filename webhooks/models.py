@@ -60,7 +60,8 @@ class EndpointSecret(models.Model):
 class WebhookEvent(models.Model):
     """A verified delivery, stored byte-exact and encrypted, exactly once per idempotency key.
 
-    The row is also the outbox: `received` rows are what the dispatcher and the sweep hand to Celery.
+    The row is also the outbox: the relay (webhooks/relay.py) publishes `received` rows not yet
+    dispatched, and the sweep republishes rows that got stuck.
     """
 
     class Status(models.TextChoices):
@@ -97,6 +98,10 @@ class WebhookEvent(models.Model):
             models.Index(fields=["endpoint", "received_at"], name="webhookevent_endpoint_received"),
             models.Index(fields=["event_type", "received_at"], name="webhookevent_type_received"),
             models.Index(fields=["provider_event_id"], name="webhookevent_provider_id"),
+            # The outbox: only rows the relay has still to publish, so its poll stays cheap under a backlog.
+            models.Index(
+                fields=["received_at"], name="webhookevent_outbox", condition=models.Q(status="received", dispatched_at__isnull=True)
+            ),
         ]
         permissions = [("view_raw_payload", "Can view decrypted raw payloads")]
 

@@ -15,7 +15,6 @@ from django.utils import timezone
 from config import encryption
 from config.exceptions import ApplicationError
 from webhooks import metrics
-from webhooks.dispatch import BatchDispatcher
 from webhooks.exceptions import (
     EndpointNotFound,
     IdempotencyConflict,
@@ -184,7 +183,6 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     )
     if _event_insert(event):
         metrics.events_received.labels(endpoint=endpoint.slug, outcome="accepted").inc()
-        transaction.on_commit(functools.partial(dispatcher.submit, str(event.id)))
         return ReceiveResult(event_id=str(event.id), created=True)
 
     existing_id, existing_hash = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key).values_list(
@@ -219,18 +217,8 @@ def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
 # --- Handing events to Celery ---------------------------------------------------------------------
 
 
-def _publish(event_ids: list[str]) -> None:
-    from webhooks.tasks import webhook_events_process
-
-    # No retries inside the publisher: a broker outage must not pile up threads; the sweep retries.
-    webhook_events_process.apply_async(args=[event_ids], retry=False)
-
-
-dispatcher = BatchDispatcher(_publish, batch_size=settings.WEBHOOK_DISPATCH_BATCH_SIZE)
-
-
 def webhook_events_dispatch(*, limit: int = 1000) -> int:
-    """The sweep: publish events stored but not (recently) handed to Celery. Returns how many.
+    """The sweep, a safety net behind the outbox relay: republish what is stuck. Returns how many.
 
     Picks `received` events older than WEBHOOK_REDISPATCH_AFTER_SECONDS, and `processing`/`failed`
     ones older than WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS (their worker died with the message, or the

@@ -2,6 +2,7 @@ import logging
 import random
 
 from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -58,3 +59,23 @@ def _retry_later(event_id: str, exc: BaseException) -> None:
 def webhook_events_dispatch() -> int:
     """Periodic sweep (beat): publish stored events that never reached the broker."""
     return services.webhook_events_dispatch()
+
+
+_relay = None
+
+
+@worker_ready.connect
+def _outbox_relay_start(**kwargs) -> None:
+    """Each worker's main process runs one outbox relay thread (webhooks/relay.py)."""
+    global _relay
+    if settings.WEBHOOK_RELAY_ENABLED and _relay is None:
+        from webhooks.relay import OutboxRelay
+
+        _relay = OutboxRelay()
+        _relay.start()
+
+
+@worker_shutdown.connect
+def _outbox_relay_stop(**kwargs) -> None:
+    if _relay is not None:
+        _relay.stop()

@@ -86,7 +86,7 @@ def _paid_checkout_session(user_id: int) -> dict:
     return samples.stripe_event("checkout.session.completed", session)
 
 
-def test_with_the_broker_down_a_post_is_accepted_and_the_sweep_processes_it_once_the_broker_is_back(
+def test_with_the_broker_down_a_post_is_accepted_and_processed_once_the_broker_is_back(
     stripe_endpoint, stripe_secret, test_database_url, own_redis, tmp_path
 ):
     catalog = tmp_path / "catalog.json"
@@ -107,9 +107,8 @@ def test_with_the_broker_down_a_post_is_accepted_and_the_sweep_processes_it_once
         event_id = response.json()["event_id"]
         assert answered_in < 5, "the provider must not wait for the broker"
         assert _status(event_id) == "received"
-        wait_for(lambda: "dispatch of 1 stored events failed" in web.log(), timeout=30, message="the hand-off to fail")
     finally:
-        # Only the sweep is left to deliver the event: the web process and its in-memory queue are gone.
+        # The stored row is all that is left: the web process never talks to the broker.
         web.stop()
     assert _status(event_id) == "received"
 
@@ -117,7 +116,7 @@ def test_with_the_broker_down_a_post_is_accepted_and_the_sweep_processes_it_once
     worker_env = {**env, "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1", "WEBHOOK_REDISPATCH_AFTER_SECONDS": "1"}
     worker = worker_start(worker_env, tmp_path / "worker.log", beat=True)
     try:
-        wait_for(lambda: _status(event_id) in {"processed", "ignored", "failed", "dead"}, timeout=60, message="the sweep")
+        wait_for(lambda: _status(event_id) in {"processed", "ignored", "failed", "dead"}, timeout=60, message="the relay")
     finally:
         worker.stop()
 
