@@ -13,6 +13,11 @@ from audit.redaction import redact, redact_text
 
 _ACTOR = re.compile(r"^(?:system|[1-9][0-9]{0,18})$")
 
+# Rows per INSERT in a bulk append (Django lowers it to fit SQLite's parameter limit), and dedup
+# keys per lookup: SQLite takes at most 32,766 parameters per statement.
+BULK_BATCH_SIZE = 1000
+_KEY_LOOKUP_BATCH_SIZE = 10_000
+
 
 def _dedup_key_clean(dedup_key: str | None) -> str | None:
     if dedup_key is None:
@@ -51,6 +56,61 @@ def _entry_insert(entry: AuditEntry) -> bool:
         return cursor.fetchone() is not None
 
 
+def _entry_prepare(
+    *,
+    action: str,
+    actor: str = "system",
+    event_id=None,
+    data: dict | None = None,
+    subjects: dict[str, str] | None = None,
+    dedup_key: str | None = None,
+) -> dict:
+    """Validate and redact one entry's arguments; no database work, so a refusal spoils nothing."""
+    if action not in AuditAction.values:
+        raise UnknownAuditAction(f"unknown audit action {action!r}")
+    actor = str(actor)
+    if not _ACTOR.match(actor):
+        raise InvalidAuditActor("actor must be 'system' or a numeric user id")
+    try:
+        event_uuid = uuid.UUID(str(event_id)) if event_id else None
+    except ValueError:
+        raise AuditError("event_id must be a UUID") from None
+    subject_pairs = sorted(
+        (kind, blind_index(str(value), kind=kind)) for kind, value in (subjects or {}).items() if value not in (None, "")
+    )
+    # A subject email is known personal data: scrub it from `data` wherever it recurs, also in
+    # forms no detector would see. Ids (customer, user) are pseudonymous and stay allowed.
+    known = [(str(value), "email") for kind, value in (subjects or {}).items() if kind == "email" and value]
+    return {
+        "action": action,
+        "actor": actor,
+        "event_id": event_uuid,
+        "data": redact(data or {}, known=known),
+        "subject_pairs": subject_pairs,
+        "dedup_key": _dedup_key_clean(dedup_key),
+    }
+
+
+def _entry_chain(*, id: int, prev_hash: str, action, actor, event_id, data, subject_pairs, dedup_key) -> AuditEntry:
+    """The unsaved entry at position `id`, hashed onto `prev_hash`."""
+    entry = AuditEntry(
+        id=id,
+        action=action,
+        occurred_at=timezone.now(),
+        actor=actor,
+        event_id=event_id,
+        data=data,
+        dedup_key=dedup_key,
+        prev_hash=prev_hash,
+    )
+    content = chain.entry_content(
+        id=id, action=action, occurred_at=entry.occurred_at, actor=actor, event_id=event_id,
+        data=data, dedup_key=dedup_key, subjects=subject_pairs,
+    )
+    entry.entry_hash = chain.entry_hash(prev_hash, content)
+    return entry
+
+
 def audit_entry_append(
     *,
     action: str,
@@ -67,26 +127,27 @@ def audit_entry_append(
     transaction ends, so call this late in the transaction. `data` always passes through the
     redactor; `subjects` values are stored only as blind-index hashes.
     """
-    if action not in AuditAction.values:
-        raise UnknownAuditAction(f"unknown audit action {action!r}")
-    actor = str(actor)
-    if not _ACTOR.match(actor):
-        raise InvalidAuditActor("actor must be 'system' or a numeric user id")
-    try:
-        event_uuid = uuid.UUID(str(event_id)) if event_id else None
-    except ValueError:
-        raise AuditError("event_id must be a UUID") from None
-    subject_pairs = sorted(
-        (kind, blind_index(str(value), kind=kind)) for kind, value in (subjects or {}).items() if value not in (None, "")
+    prepared = _entry_prepare(
+        action=action, actor=actor, event_id=event_id, data=data, subjects=subjects, dedup_key=dedup_key
     )
-    # A subject email is known personal data: scrub it from `data` wherever it recurs, also in
-    # forms no detector would see. Ids (customer, user) are pseudonymous and stay allowed.
-    known = [(str(value), "email") for kind, value in (subjects or {}).items() if kind == "email" and value]
-    redacted = redact(data or {}, known=known)
-    dedup_key = _dedup_key_clean(dedup_key)
-    return _entry_append_chained(
-        action=action, actor=actor, event_id=event_uuid, data=redacted, subject_pairs=subject_pairs, dedup_key=dedup_key
-    )
+    return _entry_append_chained(**prepared)
+
+
+def audit_entries_append(*, entries: list[dict]) -> list[AuditEntry]:
+    """Append many entries as `audit_entry_append(**entry)` would one by one, in order.
+
+    Each dict holds `audit_entry_append`'s keyword arguments. The rows, hashes and subjects are the
+    same as those of the one-by-one calls; an entry whose `dedup_key` is already written, or comes
+    earlier in `entries`, is skipped. Returns the entries written, in chain order (skipped ones
+    are left out). Every entry is validated and redacted before any database work, so one refused
+    entry writes nothing and does not spoil the caller's transaction. The statement count does not
+    depend on the number of entries beyond one INSERT per `BULK_BATCH_SIZE` rows; the chain head
+    is locked once, until the caller's transaction ends, and moved once.
+    """
+    prepared = [_entry_prepare(**entry) for entry in entries]
+    if not prepared:
+        return []
+    return _entries_append_chained(prepared)
 
 
 # No savepoint: inside the caller's transaction an audit failure fails the caller's work anyway,
@@ -100,21 +161,10 @@ def _entry_append_chained(*, action, actor, event_id, data, subject_pairs, dedup
         return None
 
     head = _chain_head_lock()
-    entry = AuditEntry(
-        id=head.last_id + 1,
-        action=action,
-        occurred_at=timezone.now(),
-        actor=actor,
-        event_id=event_id,
-        data=data,
-        dedup_key=dedup_key,
-        prev_hash=head.last_hash,
+    entry = _entry_chain(
+        id=head.last_id + 1, prev_hash=head.last_hash, action=action, actor=actor, event_id=event_id,
+        data=data, subject_pairs=subject_pairs, dedup_key=dedup_key,
     )
-    content = chain.entry_content(
-        id=entry.id, action=action, occurred_at=entry.occurred_at, actor=actor, event_id=event_id,
-        data=data, dedup_key=dedup_key, subjects=subject_pairs,
-    )
-    entry.entry_hash = chain.entry_hash(entry.prev_hash, content)
     if not _entry_insert(entry):
         return None
     entry._state.adding = False
@@ -122,3 +172,40 @@ def _entry_append_chained(*, action, actor, event_id, data, subject_pairs, dedup
         AuditSubject.objects.bulk_create(AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash) for kind, value_hash in subject_pairs)
     AuditChainHead.objects.filter(pk=1).update(last_id=entry.id, last_hash=entry.entry_hash)
     return entry
+
+
+# No savepoint, as above: the caller's transaction is the unit.
+@transaction.atomic(savepoint=False)
+def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
+    # Lock first, then read the keys: every earlier appender has committed or rolled back once we
+    # hold the lock, so (under READ COMMITTED) this read sees every key that can conflict and the
+    # INSERTs below never hit the unique constraint. A conflict there would be a bug, and raises.
+    head = _chain_head_lock()
+    keys = sorted({item["dedup_key"] for item in prepared if item["dedup_key"] is not None})
+    seen: set[str] = set()
+    for start in range(0, len(keys), _KEY_LOOKUP_BATCH_SIZE):
+        chunk = keys[start : start + _KEY_LOOKUP_BATCH_SIZE]
+        seen.update(AuditEntry.objects.filter(dedup_key__in=chunk).values_list("dedup_key", flat=True))
+
+    written: list[AuditEntry] = []
+    subjects: list[AuditSubject] = []
+    last_id, last_hash = head.last_id, head.last_hash
+    for item in prepared:
+        dedup_key = item["dedup_key"]
+        if dedup_key is not None:
+            if dedup_key in seen:
+                continue
+            seen.add(dedup_key)
+        entry = _entry_chain(id=last_id + 1, prev_hash=last_hash, **item)
+        written.append(entry)
+        subjects.extend(AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash) for kind, value_hash in item["subject_pairs"])
+        last_id, last_hash = entry.id, entry.entry_hash
+    if not written:
+        return []
+
+    AuditEntry.objects.bulk_create(written, batch_size=BULK_BATCH_SIZE)
+    if subjects:
+        AuditSubject.objects.bulk_create(subjects, batch_size=BULK_BATCH_SIZE)
+    # One move over the whole batch; the head trigger (migration 0003) checks the links it skips.
+    AuditChainHead.objects.filter(pk=1).update(last_id=last_id, last_hash=last_hash)
+    return written
