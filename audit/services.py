@@ -1,6 +1,8 @@
 import hashlib
 import re
+import threading
 import uuid
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -130,7 +132,37 @@ def audit_entry_append(
     prepared = _entry_prepare(
         action=action, actor=actor, event_id=event_id, data=data, subjects=subjects, dedup_key=dedup_key
     )
+    deferred = getattr(_deferred, "entries", None)
+    if deferred is not None:
+        deferred.append(prepared)  # written by the enclosing audit_entries_deferred()
+        return None
     return _entry_append_chained(**prepared)
+
+
+_deferred = threading.local()
+
+
+@contextmanager
+def audit_entries_deferred():
+    """Collect the appends made inside the block and write them as one batch when it ends.
+
+    For a unit of work that appends several entries in one transaction (fulfilling an event): the
+    chain head is then locked once, at the end of the block, instead of at the first append, so
+    concurrent workers wait on each other only from there to their commit. Entries are validated at
+    once (a bad one still raises where it is made) and written in order, exactly as one-by-one
+    appends would write them. Nothing is written if the block raises. Nested blocks join the outer one.
+    """
+    if getattr(_deferred, "entries", None) is not None:
+        yield
+        return
+    _deferred.entries = []
+    try:
+        yield
+        prepared = _deferred.entries
+    finally:
+        _deferred.entries = None
+    if prepared:
+        _entries_append_chained(prepared)
 
 
 def audit_entries_append(*, entries: list[dict]) -> list[AuditEntry]:

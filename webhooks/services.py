@@ -281,6 +281,7 @@ def webhook_event_process(*, event_id: str) -> str | None:
     Raises TransientError-class exceptions (database, broker) for the task to retry; permanent
     failures (ApplicationError with permanent=True) and poison events become dead letters here.
     """
+    from audit.services import audit_entries_deferred
     from fulfillment.services import webhook_event_fulfil
 
     attempts = _attempt_claim(event_id)
@@ -299,7 +300,9 @@ def webhook_event_process(*, event_id: str) -> str | None:
             )
             if event is None:
                 return None
-            event.status = webhook_event_fulfil(event=event)
+            # Audit entries are written together at the end, so the chain lock is held only until commit.
+            with audit_entries_deferred():
+                event.status = webhook_event_fulfil(event=event)
             event.processed_at = timezone.now()
             event.last_error = ""
             event.save(update_fields=["status", "processed_at", "last_error"])
