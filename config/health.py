@@ -1,8 +1,8 @@
+from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
+from kombu import Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from config.celery_app import app as celery_app
 
 
 def healthz(request):
@@ -18,7 +18,9 @@ def readyz(request):
     except Exception as exc:
         checks["database"] = type(exc).__name__
     try:
-        with celery_app.connection_for_write() as conn:
+        # A fresh connection, not one from Celery's pool: the question is whether the broker answers now.
+        with Connection(settings.CELERY_BROKER_URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                        connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         checks["broker"] = "ok"
     except Exception as exc:
