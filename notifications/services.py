@@ -1,14 +1,16 @@
 import logging
+import threading
 import uuid
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_entry_append
+from audit.services import audit_entries_deferred, audit_entry_append
 from notifications.exceptions import (
     CategoryMismatch,
     InvalidUnsubscribeToken,
@@ -103,7 +105,7 @@ def notification_send(
             continue
         if status == Notification.Status.SENDING:
             # robust: a failing delivery must not raise into the worker after its event committed.
-            transaction.on_commit(lambda notification_id=notification.id: notification_email_deliver(notification_id=notification_id), robust=True)
+            transaction.on_commit(lambda notification_id=notification.id: _delivery_schedule(notification_id), robust=True)
         else:
             _audit(notification)
     return notifications
@@ -119,17 +121,71 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
     return Notification.Status.SENDING, ""
 
 
-def notification_email_deliver(*, notification_id) -> str | None:
-    """Send one `sending` email row and record the outcome. Returns the final status, or None when
-    the row is not (any longer) `sending`.
+_batch = threading.local()
 
-    Runs after the creating transaction committed; no transaction is held open while the email
-    backend talks to the mail server. It is not safe to call twice for one row (see
-    notification_send): only the on_commit hook of the row's creation calls it.
+
+@contextmanager
+def notification_deliveries_batched():
+    """Emails committed inside the block are sent when it ends, their outcomes recorded together.
+
+    A worker fulfilling a batch of events wraps the batch in this: instead of one transaction (and
+    one audit chain lock) per email after each event, there is one for the whole batch. Email stays
+    at most once: a row is `sending` from its event's commit until the outcome is recorded, and a
+    worker that dies in between leaves it `sending`, never resent. Emails of events that committed
+    are sent even if the block raises.
     """
-    notification = Notification.objects.select_related("user").filter(id=notification_id, status=Notification.Status.SENDING).first()
-    if notification is None:
-        return None
+    if getattr(_batch, "ids", None) is not None:
+        yield
+        return
+    _batch.ids = []
+    try:
+        yield
+    finally:
+        ids, _batch.ids = _batch.ids, None
+        if ids:
+            notification_emails_deliver(notification_ids=ids)
+
+
+def _delivery_schedule(notification_id) -> None:
+    ids = getattr(_batch, "ids", None)
+    if ids is not None:
+        ids.append(notification_id)
+    else:
+        notification_emails_deliver(notification_ids=[notification_id])
+
+
+def notification_email_deliver(*, notification_id) -> str | None:
+    """Send one `sending` email row and record the outcome; see notification_emails_deliver."""
+    return notification_emails_deliver(notification_ids=[notification_id]).get(str(notification_id))
+
+
+def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
+    """Send `sending` email rows and record their outcomes. Returns {notification id: final status};
+    rows that are not (any longer) `sending` are left out.
+
+    Runs after the creating transactions committed; no transaction is held open while the email
+    backend talks to the mail server. Not safe to call twice for one row (see notification_send):
+    only the on_commit hook of the row's creation leads here.
+    """
+    rows = list(Notification.objects.select_related("user").filter(id__in=notification_ids, status=Notification.Status.SENDING))
+    outcomes: list[tuple[Notification, str, str]] = []
+    with get_connection() as mail:
+        for notification in rows:
+            try:
+                _email_message(notification, mail).send()
+            except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
+                # Only the type: SMTP and provider errors quote recipient addresses in their messages.
+                outcomes.append((notification, Notification.Status.FAILED, type(exc).__name__))
+            else:
+                outcomes.append((notification, Notification.Status.SENT, ""))
+    with transaction.atomic(), audit_entries_deferred():
+        return {
+            str(notification.id): _email_outcome_record(notification, status, error_type=error_type)
+            for notification, status, error_type in outcomes
+        }
+
+
+def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
     spec = notification_template_get(notification.template)
     unsubscribe_url = notification_unsubscribe_url(user_id=notification.user_id, category=notification.category)
     message = EmailMultiAlternatives(
@@ -138,6 +194,7 @@ def notification_email_deliver(*, notification_id) -> str | None:
         from_email=settings.DEFAULT_FROM_EMAIL,
         # Read at send time and never stored on the row, logged or audited.
         to=[notification.user.email],
+        connection=mail,
         headers={
             # RFC 8058 one-click unsubscribe: mail providers POST to the URL without a visit.
             "List-Unsubscribe": f"<{unsubscribe_url}>",
@@ -149,15 +206,9 @@ def notification_email_deliver(*, notification_id) -> str | None:
     html = notification_render_optional(template=spec, part="email.html", context=notification.context, unsubscribe_url=unsubscribe_url)
     if html:
         message.attach_alternative(html, "text/html")
-    try:
-        message.send()
-    except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
-        # Only the type: SMTP and provider errors quote recipient addresses in their messages.
-        return _email_outcome_record(notification, Notification.Status.FAILED, error_type=type(exc).__name__)
-    return _email_outcome_record(notification, Notification.Status.SENT)
+    return message
 
 
-@transaction.atomic
 def _email_outcome_record(notification: Notification, status: str, *, error_type: str = "") -> str:
     notification.status = status
     notification.error_type = error_type[:100]

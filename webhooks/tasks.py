@@ -31,14 +31,19 @@ def webhook_events_process(event_ids: list[str]) -> None:
 
     A transient failure re-queues only that event with backoff; the rest of the batch goes on.
     """
-    for event_id in event_ids:
-        try:
-            services.webhook_event_process(event_id=event_id)
-        except TRANSIENT_ERRORS as exc:
-            _retry_later(event_id, exc)
-        except Exception as exc:  # a bug or unreadable data: no retry can fix it
-            logger.exception("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
-            services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+    from notifications.services import notification_deliveries_batched
+
+    # Emails of the whole batch leave after the last event commits, their outcomes recorded together.
+    with notification_deliveries_batched():
+        for event_id in event_ids:
+            try:
+                services.webhook_event_process(event_id=event_id)
+            except TRANSIENT_ERRORS as exc:
+                _retry_later(event_id, exc)
+            except Exception as exc:  # a bug or unreadable data: no retry can fix it
+                # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
+                logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
+                services.webhook_event_dead_letter(event_id=event_id, exc=exc)
 
 
 def _retry_later(event_id: str, exc: BaseException) -> None:
