@@ -38,14 +38,13 @@ UNSUBSCRIBE_PATH = "/notifications/unsubscribe/{token}/"
 # --- Sending ----------------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def notification_send(
     *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP)
 ) -> list[Notification]:
     """Record, and where allowed deliver, one notification per channel for an event.
 
     Called inside the event's processing transaction. Per channel, one row per
-    (event_id, user, channel, template) is written with get_or_create under a unique constraint; a
+    (event_id, user, channel, template) is written with INSERT … ON CONFLICT DO NOTHING under a unique constraint; a
     redelivered or replayed event finds the existing rows and sends nothing. Preferences decide:
     a channel they switch off (or an email to a user without an address) is stored `suppressed`
     with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
@@ -71,39 +70,56 @@ def notification_send(
 
     event_uuid = event_id if isinstance(event_id, uuid.UUID) else uuid.UUID(str(event_id))
     clean_context = notification_context_clean(template=spec, context=context)
+    return _notifications_write(
+        event_uuid=event_uuid, user=user, spec=spec, template=template, category=category, context=clean_context,
+        channels=channels,
+    )
+
+
+# No savepoint: validation ran before, and an ON CONFLICT insert does not fail on a duplicate.
+@transaction.atomic(savepoint=False)
+def _notifications_write(*, event_uuid, user, spec, template, category, context, channels) -> list[Notification]:
+    clean_context = context
     preferences = notification_preferences_effective(user_id=user.pk)
     subject = notification_render(template=spec, part="subject.txt", context=clean_context)
     now = timezone.now()
 
-    notifications = []
+    # One INSERT … ON CONFLICT DO NOTHING for all channels, then one read: the rows whose id is the
+    # one generated here are new. No check-then-insert, and no savepoint on the hot path.
+    fresh = []
     for channel in channels:
         status, reason = _decision(user=user, enabled=preferences[category][channel], channel=channel)
-        notification, created = Notification.objects.get_or_create(
-            event_id=event_uuid,
-            user=user,
-            channel=channel,
-            template=template,
-            defaults={
-                "category": category,
-                "status": status,
-                "reason": reason,
-                "subject": subject,
-                "body": (
-                    notification_render(template=spec, part="in_app.txt", context=clean_context)
-                    if channel == Channel.IN_APP
-                    else ""
-                ),
-                "context": clean_context,
-                "created_at": now,
-                "sent_at": now if status == Notification.Status.SENT else None,
-            },
+        fresh.append(
+            Notification(
+                event_id=event_uuid,
+                user=user,
+                channel=channel,
+                template=template,
+                category=category,
+                status=status,
+                reason=reason,
+                subject=subject,
+                body=notification_render(template=spec, part="in_app.txt", context=clean_context) if channel == Channel.IN_APP else "",
+                context=clean_context,
+                created_at=now,
+                sent_at=now if status == Notification.Status.SENT else None,
+            )
         )
+    Notification.objects.bulk_create(fresh, ignore_conflicts=True)
+    new_ids = {row.id for row in fresh}
+    stored = {
+        row.channel: row
+        for row in Notification.objects.filter(event_id=event_uuid, user=user, template=template, channel__in=channels)
+    }
+    notifications = []
+    for channel in channels:
+        notification = stored[channel]
         notifications.append(notification)
-        if not created:
+        if notification.id not in new_ids:
             # A redelivery, a replay or a retry after a crash: whatever happened the first time
             # stands, including a `sending` row whose outcome is unknown.
             continue
-        if status == Notification.Status.SENDING:
+        if notification.status == Notification.Status.SENDING:
             # robust: a failing delivery must not raise into the worker after its event committed.
             transaction.on_commit(lambda notification_id=notification.id: _delivery_schedule(notification_id), robust=True)
         else:
