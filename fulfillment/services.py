@@ -15,6 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from audit.services import audit_entry_append
 from config import encryption
+from config.db import rows_insert_new
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
 
@@ -105,16 +106,20 @@ def customer_resolve(*, provider: str, buyer: dict) -> Customer:
         key = f"user:{user.pk}" if user is not None else None
     if key is None:
         raise PriceNotFound("the event identifies no buyer (no customer, user or email)")
-    customer, _ = Customer.objects.select_for_update().get_or_create(
-        provider=provider,
-        key=key,
-        defaults={
-            "provider_customer_id": buyer.get("provider_customer_id"),
-            "user": user,
-            "email_hash": buyer.get("email_hash") or "",
-            "email_encrypted": buyer["email_encrypted"].encode() if buyer.get("email_encrypted") else None,
-        },
+    rows_insert_new(
+        [
+            Customer(
+                provider=provider,
+                key=key,
+                provider_customer_id=buyer.get("provider_customer_id"),
+                user=user,
+                email_hash=buyer.get("email_hash") or "",
+                email_encrypted=buyer["email_encrypted"].encode() if buyer.get("email_encrypted") else None,
+            )
+        ],
+        conflict_fields=("provider", "key"),
     )
+    customer = Customer.objects.select_for_update(of=("self",)).select_related("user").get(provider=provider, key=key)
     changed = []
     if customer.user_id is None and user is not None:
         customer.user = user
@@ -165,28 +170,26 @@ def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, a
 
 
 def entitlement_grant(
-    *, customer: Customer, key: str, source: str, at: datetime, event_id, payment_intent: str = "", expires_at=None
+    *, customer: Customer, key: str, source: str, at: datetime, event_id, payment_intent: str = "", expires_at=None,
+    blocked: str | None = None,
 ) -> tuple[Entitlement, bool]:
-    """Grant `key` through `source` as of provider time `at`. Returns (row, became_active)."""
-    blocked = _revoked_by_later_fact(provider=customer.provider, source=source, payment_intent=payment_intent, at=at)
+    """Grant `key` through `source` as of provider time `at`. Returns (row, became_active).
+
+    `blocked` is the reason a later fact already revoked this grant (computed when not given).
+    """
+    if blocked is None:
+        blocked = _revoked_by_later_fact(provider=customer.provider, source=source, payment_intent=payment_intent, at=at)
     status = Entitlement.Status.REVOKED if blocked else Entitlement.Status.ACTIVE
-    row, created = Entitlement.objects.select_for_update().get_or_create(
-        customer=customer,
-        key=key,
-        source=source,
-        defaults={
-            "status": status,
-            "state_at": at,
-            "payment_intent": payment_intent,
-            "expires_at": expires_at,
-            "granted_at": at if not blocked else None,
-            "revoked_at": at if blocked else None,
-            "revoke_reason": blocked,
-            "last_event_id": event_id,
-        },
+    row = Entitlement(
+        customer=customer, key=key, source=source, status=status, state_at=at, payment_intent=payment_intent,
+        expires_at=expires_at, granted_at=at if not blocked else None, revoked_at=at if blocked else None,
+        revoke_reason=blocked, last_event_id=event_id,
     )
-    if created:
+    inserted = rows_insert_new([row], conflict_fields=("customer", "key", "source"))
+    if inserted:
+        row.pk = inserted.pop()
         return row, status == Entitlement.Status.ACTIVE
+    row = Entitlement.objects.select_for_update().get(customer=customer, key=key, source=source)
     if at < row.state_at or (at == row.state_at and row.status == Entitlement.Status.REVOKED):
         return row, False  # an older fact (or a tie with a revocation) never overrides a newer one
     was_active = row.status == Entitlement.Status.ACTIVE
@@ -251,10 +254,12 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome):
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
     )
     expires_at = parse_datetime(data["access_until"]) if data["access_until"] else None
+    payment_intent = data["payment_intent"] or ""
+    blocked = _revoked_by_later_fact(provider=provider, source=source, payment_intent=payment_intent, at=at)
     for key in keys:
         row, became_active = entitlement_grant(
             customer=customer, key=key, source=source, at=at, event_id=event_id,
-            payment_intent=data["payment_intent"] or "", expires_at=expires_at,
+            payment_intent=payment_intent, expires_at=expires_at, blocked=blocked,
         )
         if became_active:
             outcome.granted.append(row)
@@ -268,8 +273,11 @@ def _subscription_activated(*, provider, canonical, event_id, outcome):
         return
     source = f"subscription:{data['subscription']}"
     expires_at = parse_datetime(data["current_period_end"]) if data["current_period_end"] else None
+    blocked = _revoked_by_later_fact(provider=provider, source=source, payment_intent="", at=at)
     for key in keys:
-        row, became_active = entitlement_grant(customer=customer, key=key, source=source, at=at, event_id=event_id, expires_at=expires_at)
+        row, became_active = entitlement_grant(
+            customer=customer, key=key, source=source, at=at, event_id=event_id, expires_at=expires_at, blocked=blocked
+        )
         if became_active:
             outcome.granted.append(row)
     # A plan change: keys the subscription no longer carries are revoked.

@@ -1,18 +1,18 @@
-import functools
-import traceback
 import hashlib
 import hmac
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from config import encryption
+from config.db import rows_insert_new
 from config.exceptions import ApplicationError
 from webhooks import metrics
 from webhooks.exceptions import (
@@ -129,32 +129,6 @@ class ReceiveResult:
     created: bool
 
 
-_INSERT_FIELDS = (
-    "id", "endpoint_id", "idempotency_key", "provider_event_id", "event_type", "status", "content_hash",
-    "body_encrypted", "headers_encrypted", "received_at", "provider_created_at", "attempts", "last_error",
-)
-
-
-@functools.cache
-def _insert_sql() -> str:
-    meta = WebhookEvent._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERT_FIELDS)
-    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({quote('idempotency_key')}) DO NOTHING RETURNING {quote('id')}"
-    )
-
-
-def _event_insert(event: WebhookEvent) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING: one statement, so concurrent redeliveries store one row."""
-    params = [WebhookEvent._meta.get_field(name).get_db_prep_save(getattr(event, name), connection) for name in _INSERT_FIELDS]
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(), params)
-        return cursor.fetchone() is not None
-
-
 def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
 
@@ -181,7 +155,7 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
         received_at=timezone.now(),
         provider_created_at=delivery.provider_created_at,
     )
-    if _event_insert(event):
+    if rows_insert_new([event], conflict_fields=("idempotency_key",)):
         metrics.events_received.labels(endpoint=endpoint.slug, outcome="accepted").inc()
         return ReceiveResult(event_id=str(event.id), created=True)
 
@@ -265,14 +239,17 @@ def _attempt_claim(event_id: str) -> int | None:
     forever; this counter survives the crash. Returns the attempt number, or None when the event is
     not waiting for processing (already done, ignored or dead).
     """
-    waiting = [WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED]
-    with transaction.atomic():
-        updated = WebhookEvent.objects.filter(id=event_id, status__in=waiting).update(
-            attempts=F("attempts") + 1, status=WebhookEvent.Status.PROCESSING
+    meta, quote = WebhookEvent._meta, connection.ops.quote_name
+    pk = meta.pk.get_db_prep_value(meta.pk.to_python(event_id), connection)
+    with connection.cursor() as cursor:  # one autocommitted statement
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET attempts = attempts + 1, status = %s "
+            f"WHERE id = %s AND status IN (%s, %s, %s) RETURNING attempts",
+            [WebhookEvent.Status.PROCESSING, pk, WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING,
+             WebhookEvent.Status.FAILED],
         )
-        if not updated:
-            return None
-        return WebhookEvent.objects.values_list("attempts", flat=True).get(id=event_id)
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 def webhook_event_process(*, event_id: str) -> str | None:
