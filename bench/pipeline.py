@@ -8,14 +8,13 @@ Run from the repo root: `.venv/bin/python bench/pipeline.py` (see --help and doc
    creates N users (10 % of them have switched access e-mails off) and flushes its Redis db (8).
 2. Phase 1 "drain": stores N unique, realistic Stripe events (checkout.session.completed, invoice.paid,
    invoice.payment_failed built on Stripe's published objects, each naming a catalog price and a user)
-   plus 20 % redeliveries through the real receive service, in-process, with the in-process dispatcher
-   muted and NO worker running. Then starts the Procfile `worker` line W times (CELERY_CONCURRENCY=1:
+   plus 20 % redeliveries through the real receive service, in-process, with NO worker running. Then starts the Procfile `worker` line W times (CELERY_CONCURRENCY=1:
    prefork, acks_late, prefetch 1 from settings), publishes the backlog with the real sweep
    (`webhook_events_dispatch`, WEBHOOK_REDISPATCH_AFTER_SECONDS=0, batches of WEBHOOK_DISPATCH_BATCH_SIZE)
    and measures fulfilled events/s and received_at → processed_at p50/p99.
 3. Phase 2 "drain + live": the same backlog again, and while the workers drain it the Procfile `web`
    line (gunicorn) receives new signed events from an open-loop poster at --rate/s (+20 % redeliveries);
-   its in-process dispatcher publishes them live. Reports fulfilled/s and latency of the live events.
+   the workers' outbox relay publishes them live. Reports fulfilled/s and latency of the live events.
 4. After each phase: every event processed with exactly its expected effects (entitlements,
    notifications, audit entries), zero duplicates by each unique key, no dead letters, no e-mail stuck
    in `sending`, and `manage.py verify_audit_chain` passes.
@@ -376,10 +375,7 @@ class Bench:
         from django.contrib.auth import get_user_model
 
         from notifications.models import NotificationPreference
-        from webhooks import services
 
-        # Stored rows are published by the sweep when the phase starts, not by the in-process dispatcher.
-        services.dispatcher._publish = lambda ids: None
         User = get_user_model()
         rng = random.Random(args.seed)
         users = [User(username=f"buyer{i:06d}", email=f"buyer{i:06d}@example.com", password="!unusable")
@@ -480,18 +476,16 @@ class Bench:
         return sum(last - (first if pid in self._pg_base else 0.0) for pid, (first, last) in self._pg_seen.items())
 
     def sweep_publish(self) -> int:
-        from django.db import close_old_connections
-
-        from webhooks.services import webhook_events_dispatch
-
-        close_old_connections()
-        total = 0
-        for _ in range(1000):  # bounded: 1000 × 1000 events
-            n = webhook_events_dispatch(limit=1000)
-            total += n
-            if n == 0:
+        """Wait (bounded) until the workers' outbox relay has published the stored backlog; returns
+        how many stored events are marked dispatched."""
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            [(left,)] = self.sql("SELECT count(*) FROM webhooks_webhookevent WHERE status = 'received' AND dispatched_at IS NULL")
+            if left == 0:
                 break
-        return total
+            time.sleep(0.05)
+        [(published,)] = self.sql("SELECT count(*) FROM webhooks_webhookevent WHERE dispatched_at IS NOT NULL")
+        return published
 
     def status_counts(self, phase_ids: list[str]) -> dict:
         rows = self.sql("SELECT status, count(*) FROM webhooks_webhookevent WHERE provider_event_id = ANY(%s) GROUP BY status",
@@ -554,7 +548,7 @@ class Bench:
         # (WEBHOOK_REDISPATCH_AFTER_SECONDS=0 here), a second message each.
         published = self.sweep_publish()
         publish_s = time.time() - t0
-        log(f"{phase}: sweep published {published} events in {publish_s:.2f}s (batches of ≤{self._batch_size()})")
+        log(f"{phase}: outbox relay published {published} events in {publish_s:.2f}s (batches of ≤{self._batch_size()})")
         if live:
             def post():
                 poster_out.extend(asyncio.run(open_loop(schedule, port=port, secret=self.secret, timeout=30, stop=stop)))
@@ -883,12 +877,12 @@ class Bench:
 
 # (category, markers) — a sample goes to the first category with a marker in any frame of its stack.
 PROFILE_CATEGORIES = [
-    ("e-mail delivery after commit (render, send, mark sent + its audit append)", ["notification_email_deliver (notifications/services.py"]),
+    ("e-mail delivery after commit (render, send, mark sent + its audit append)", ["notification_emails_deliver (notifications/services.py", "notification_email_deliver (notifications/services.py"]),
     ("audit: waiting for / locking the chain head", ["_chain_head_lock (audit/services.py"]),
     ("audit: redaction", ["(audit/redaction.py"]),
     ("audit: rest of append (dedup SELECT, hash, INSERT, subjects, head UPDATE)",
      ["audit_entry_append (audit/services.py", "audit_entries_append (audit/services.py", "_entries_append_chained (audit/services.py",
-      "audit_deferred (audit/services.py"]),
+      "audit_deferred (audit/services.py", "audit_entries_deferred (audit/services.py"]),
     ("Fernet decrypt/encrypt (body, buyer e-mail)", ["(config/encryption.py", "cryptography/fernet.py"]),
     ("canonical build + jsonschema", ["canonical_events_build (fulfillment/canonical.py"]),
     ("customer upsert (user lookup, get_or_create FOR UPDATE)", ["customer_resolve (fulfillment/services.py"]),
