@@ -33,7 +33,10 @@ migrate: install .env
 	$(BIN)/python manage.py migrate --no-input
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/replay.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule*
