@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from webhooks import samples  # noqa: E402  (stdlib only: no Django set-up needed)
+from bench.procstat import machine_busy, proc_children, proc_cpu_seconds  # noqa: E402
 
 IDEAL_TABLE_SQL = """
 CREATE TABLE bench_ideal_event (
@@ -259,35 +260,6 @@ def async_run(coro):
 
 
 # --- Processes, CPU accounting ----------------------------------------------------------------------
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def proc_children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    children.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return children
-
-
-def machine_busy() -> tuple[float, float]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) / CLOCK_TICKS, (sum(values) - idle) / CLOCK_TICKS
 
 
 class Web:

@@ -51,9 +51,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.procstat import machine_busy, proc_children, proc_cpu_seconds  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 SLUG = "stripe"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 CATALOG = {
     "products": [
@@ -82,31 +83,6 @@ def percentiles(values: list[float]) -> dict:
 
     return {"n": len(ordered), "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(ordered[-1] * 1000, 1),
             "mean": round(sum(ordered) / len(ordered) * 1000, 1)}
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def proc_children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def machine_busy() -> tuple[float, float]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return sum(values) / CLOCK_TICKS, (sum(values) - values[3] - values[4]) / CLOCK_TICKS
 
 
 def loadavg() -> str:
@@ -940,7 +916,7 @@ def profile_summarise(text: str, *, rate: int, events: int) -> dict:
 
 def table(result: dict) -> str:
     lines = []
-    rows = [("metric", "drain (no ingestion)", f"drain + live ingestion")]
+    rows = [("metric", "drain (no ingestion)", "drain + live ingestion")]
     d, l = result["phases"].get("drain", {}), result["phases"].get("live", {})
     g = lambda p, *keys: (lambda v: "-" if v is None else str(v))(_dig(p, keys))
     rows.append(("events drained (backlog)", g(d, "stored", "events"), g(l, "stored", "events")))

@@ -1,6 +1,5 @@
 from django.apps import AppConfig
 from django.apps import apps as global_apps
-from django.apps import apps as global_apps
 from django.db.models.signals import post_migrate
 
 # Model permissions each group holds. Acting on dead letters is `change_deadletter` (the admin and

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db import connection
 
 from audit.models import AuditEntry
 from fulfillment.models import Entitlement
