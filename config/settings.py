@@ -153,6 +153,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.tasks.webhook_events_dispatch",
         "schedule": env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=10.0),
     },
+    "notification-emails-queued-deliver": {
+        "task": "notifications.tasks.notification_emails_queued_deliver",
+        "schedule": env.float("NOTIFICATION_RECOVERY_INTERVAL_SECONDS", default=60.0),
+    },
     "dead-letters-watch": {
         "task": "webhooks.monitoring.dead_letters_watch",
         "schedule": env.float("DLQ_WATCH_INTERVAL_SECONDS", default=60.0),

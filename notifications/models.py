@@ -40,6 +40,7 @@ class Notification(models.Model):
     """
 
     class Status(models.TextChoices):
+        QUEUED = "queued"  # email committed, not yet handed to the backend: safe to send later
         SENDING = "sending"  # email handed to the send step; stays here if the worker died mid-send
         SENT = "sent"
         SUPPRESSED = "suppressed"

@@ -2,6 +2,7 @@ import logging
 import threading
 import uuid
 from contextlib import contextmanager
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -49,11 +50,13 @@ def notification_send(
     a channel they switch off (or an email to a user without an address) is stored `suppressed`
     with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
 
-    Email is at-most-once. The row is written `sending` here, and the message goes out only after
-    the caller's transaction commits (`transaction.on_commit`), then the row becomes `sent` (or
-    `failed` with the exception type). If the worker dies after the commit but before recording
-    the outcome, the row stays `sending` forever: the message may or may not have left, and
-    resending could mail the user twice, so nothing resends it. Such rows surface through
+    Email is at-most-once. The row is written `queued` here; after the caller's transaction commits
+    (`transaction.on_commit`, or at the end of a `notification_deliveries_batched()` block) it is
+    claimed `queued → sending` in its own commit, sent, and becomes `sent` (or `failed` with the
+    exception type). A worker that dies before the claim leaves `queued`: nothing left, so the
+    recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
+    after the claim leaves `sending`: the message may or may not have left, and resending could mail
+    the user twice, so nothing resends it. Such rows surface through
     `notification_stale_sending_list()` and the admin's "stale sending" filter for an operator.
 
     Raises UnknownNotificationTemplate, UnknownCategory, CategoryMismatch or UnknownChannel
@@ -119,7 +122,7 @@ def _notifications_write(*, event_uuid, user, spec, template, category, context,
             # A redelivery, a replay or a retry after a crash: whatever happened the first time
             # stands, including a `sending` row whose outcome is unknown.
             continue
-        if notification.status == Notification.Status.SENDING:
+        if notification.status == Notification.Status.QUEUED:
             # robust: a failing delivery must not raise into the worker after its event committed.
             transaction.on_commit(lambda notification_id=notification.id: _delivery_schedule(notification_id), robust=True)
         else:
@@ -134,7 +137,7 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
         return Notification.Status.SENT, ""
     if not (user.email or "").strip():
         return Notification.Status.SUPPRESSED, Notification.Reason.NO_EMAIL_ADDRESS
-    return Notification.Status.SENDING, ""
+    return Notification.Status.QUEUED, ""
 
 
 _batch = threading.local()
@@ -175,15 +178,35 @@ def notification_email_deliver(*, notification_id) -> str | None:
     return notification_emails_deliver(notification_ids=[notification_id]).get(str(notification_id))
 
 
+def notification_emails_queued_deliver(*, older_than_seconds: float = 60, limit: int = 500) -> int:
+    """Send queued emails whose worker died before handing them to the backend (recovery, beat)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = list(
+        Notification.objects.filter(status=Notification.Status.QUEUED, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    return len(notification_emails_deliver(notification_ids=ids)) if ids else 0
+
+
 def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
-    """Send `sending` email rows and record their outcomes. Returns {notification id: final status};
-    rows that are not (any longer) `sending` are left out.
+    """Send `queued` email rows and record their outcomes. Returns {notification id: final status};
+    rows that are not (any longer) `queued` are left out.
 
     Runs after the creating transactions committed; no transaction is held open while the email
     backend talks to the mail server. Not safe to call twice for one row (see notification_send):
     only the on_commit hook of the row's creation leads here.
     """
-    rows = list(Notification.objects.select_related("user").filter(id__in=notification_ids, status=Notification.Status.SENDING))
+    # Claim: queued → sending, committed before anything is sent. Only claimed rows are sent, so two
+    # deliverers (the batch and the recovery task) never send one row twice.
+    with transaction.atomic():
+        claimed = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(id__in=notification_ids, status=Notification.Status.QUEUED)
+            .values_list("id", flat=True)
+        )
+        Notification.objects.filter(id__in=claimed).update(status=Notification.Status.SENDING)
+    rows = list(Notification.objects.select_related("user").filter(id__in=claimed))
     outcomes: list[tuple[Notification, str, str]] = []
     with get_connection() as mail:
         for notification in rows:

@@ -6,6 +6,8 @@ import signal
 import psutil
 import pytest
 
+from notifications.models import Notification
+from notifications.services import notification_emails_queued_deliver
 from tests.faults.invariants import invariants_check
 from tests.support.processes import wait_for, worker_start
 from webhooks.models import WebhookEvent
@@ -36,6 +38,11 @@ def test_killed_pool_process_is_replaced_and_its_task_redelivered(purchases, pos
     counts = invariants_check(expected_events=N)
     assert counts == {**counts, "status_processed": N, "entitlements": 2 * N}
     assert WebhookEvent.objects.filter(attempts__gte=2).exists(), "the killed task was retried from the database counter"
+    # Emails the killed process had committed but not yet handed to the backend are `queued`: the
+    # recovery task sends them, once; none was left `sending` (mid-send), so every buyer gets one.
+    notification_emails_queued_deliver(older_than_seconds=0)
+    assert Notification.objects.filter(channel="email", status="sent").count() == N
+    assert notification_emails_queued_deliver(older_than_seconds=0) == 0
 
 
 def test_killed_worker_host_loses_nothing_the_sweep_republishes(purchases, post_events, fault_env, tmp_path):

@@ -52,9 +52,14 @@ class Process:
         return self.popen.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> None:
+        """SIGTERM goes to the main process only, as a process manager sends it (a Celery worker then
+        finishes its running task: warm shutdown); SIGKILL goes to the whole group, as a crash would."""
         if self.alive():
             try:
-                os.killpg(self.popen.pid, sig)
+                if sig == signal.SIGKILL:
+                    os.killpg(self.popen.pid, sig)
+                else:
+                    os.kill(self.popen.pid, sig)
             except ProcessLookupError:
                 pass
             try:

@@ -3,11 +3,12 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
 from notifications.exceptions import CategoryMismatch, UnknownCategory, UnknownChannel, UnknownNotificationTemplate
 from notifications.models import Notification
 from notifications.selectors import notification_stale_sending_list
-from notifications.services import notification_send
+from notifications.services import notification_emails_queued_deliver, notification_send
 from tests.notifications.factories import NotificationPreferenceFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ class TestNotificationSend:
         with django_capture_on_commit_callbacks(execute=True):
             notifications = by_channel(send(user))
             # Inside the transaction the email is only promised.
-            assert notifications["email"].status == Notification.Status.SENDING
+            assert notifications["email"].status == Notification.Status.QUEUED
             assert mail.outbox == []
 
         email, in_app = (Notification.objects.get(pk=notifications[c].pk) for c in ("email", "in_app"))
@@ -70,7 +71,7 @@ class TestNotificationSend:
         assert Notification.objects.filter(event_id=event_id).count() == 4
         assert sorted(m.subject for m in mail.outbox) == ["Your access has ended", "Your access is ready"]
 
-    def test_a_worker_that_died_mid_send_leaves_the_row_sending_and_it_is_never_resent(
+    def test_a_worker_that_died_before_sending_leaves_the_row_queued_and_recovery_sends_it_once(
         self, user, django_capture_on_commit_callbacks, audit_calls, time_machine
     ):
         event_id = uuid.uuid4()
@@ -79,18 +80,40 @@ class TestNotificationSend:
             send(user, event_id)
         assert len(lost) == 1
 
-        # The broker redelivers the event; processing it again must not mail the user a second time.
+        # The broker redelivers the event; processing it again does not mail the user.
         with django_capture_on_commit_callbacks(execute=True) as again:
             notifications = by_channel(send(user, event_id))
         assert again == []
         assert mail.outbox == []
         email = Notification.objects.get(pk=notifications["email"].pk)
+        assert email.status == Notification.Status.QUEUED
+
+        # Nothing was handed to the backend, so the recovery task sends it: once.
+        assert notification_emails_queued_deliver() == 0  # too recent: its own worker may still send it
+        time_machine.move_to(email.created_at + timedelta(minutes=2))
+        assert notification_emails_queued_deliver() == 1
+        assert notification_emails_queued_deliver() == 0
+        assert len(mail.outbox) == 1
+        assert Notification.objects.get(pk=email.pk).status == Notification.Status.SENT
+
+    def test_a_worker_that_died_mid_send_leaves_the_row_sending_and_it_is_never_resent(
+        self, user, django_capture_on_commit_callbacks, audit_calls, time_machine
+    ):
+        event_id = uuid.uuid4()
+        with django_capture_on_commit_callbacks(execute=False):
+            notifications = by_channel(send(user, event_id))
+        # Claimed (queued → sending) and handed to the backend; the process died before the outcome.
+        Notification.objects.filter(pk=notifications["email"].pk).update(status=Notification.Status.SENDING)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            send(user, event_id)
+        time_machine.move_to(timezone.now() + timedelta(minutes=16))
+        assert notification_emails_queued_deliver() == 0
+        assert mail.outbox == []
+        email = Notification.objects.get(pk=notifications["email"].pk)
         assert email.status == Notification.Status.SENDING
         assert [call["action"] for call in audit_calls] == ["notification.sent"]  # the in-app one only
-
         # It is visible to operators once it is old enough to be clearly orphaned.
-        assert list(notification_stale_sending_list()) == []
-        time_machine.move_to(email.created_at + timedelta(minutes=16))
         assert list(notification_stale_sending_list()) == [email]
 
     def test_it_suppresses_what_preferences_switch_off_with_the_reason(self, user, django_capture_on_commit_callbacks, audit_calls):
@@ -117,7 +140,7 @@ class TestNotificationSend:
         NotificationPreferenceFactory(user=user, category="billing", channel="in_app", enabled=False)
         notifications = by_channel(send(user, template="payment_failed", category="billing", context={"amount": 1999, "currency": "usd"}))
         assert (notifications["in_app"].status, notifications["in_app"].reason) == ("suppressed", "preference_off")
-        assert notifications["email"].status == "sending"
+        assert notifications["email"].status == "queued"
 
     @pytest.mark.parametrize("email", ["", "   "])
     def test_a_user_without_an_email_address_gets_in_app_only(self, email, django_capture_on_commit_callbacks):
