@@ -14,7 +14,7 @@ test: install
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
-		echo "payhook needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>&1 || echo missing). Run: make PYTHON=/path/to/python3.11"; exit 1; }
+		echo "payhook needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) -V 2>/dev/null || echo "missing or not runnable"). Run: make PYTHON=/path/to/python3.11"; exit 1; }
 
 install: check-python $(INSTALLED)
 
