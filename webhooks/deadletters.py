@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -129,26 +128,18 @@ def _audit_append_many(entries: list[dict]) -> None:
 
 
 def _events_enqueue(event_ids: list[str]) -> None:
-    """Publish event ids in batches, as the dispatcher does; runs after commit.
+    """Publish the events for processing; runs after commit.
 
     A broker outage must not fail the operator's action after it committed: the events are
     `received` with `dispatched_at` set, so the sweep republishes them once
     WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS have passed.
     """
-    from webhooks.tasks import webhook_events_process
+    from webhooks.services import webhook_events_publish
 
-    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
-    for start in range(0, len(event_ids), batch_size):
-        batch = event_ids[start : start + batch_size]
-        try:
-            webhook_events_process.apply_async(args=[batch], retry=False)
-        except Exception as exc:  # broker down: the sweep is the fallback, see above
-            logger.warning(
-                "replay publish failed for %d events (%s); the sweep will republish them",
-                len(event_ids) - start,
-                type(exc).__name__,
-            )
-            return
+    try:
+        webhook_events_publish(event_ids=event_ids)
+    except Exception as exc:  # broker down: the sweep is the fallback, see above
+        logger.warning("replay publish failed for %d events (%s); the sweep will republish them", len(event_ids), type(exc).__name__)
 
 
 def _events_reset(event_ids: list, now) -> int:

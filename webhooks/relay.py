@@ -19,16 +19,14 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from webhooks.models import WebhookEvent
+from webhooks.services import webhook_events_publish
 
 logger = logging.getLogger(__name__)
 
 
 def outbox_relay_once(*, limit: int | None = None) -> int:
     """Claim and publish up to `limit` undispatched events. Returns how many were published."""
-    from webhooks.tasks import webhook_events_process
-
     limit = limit or settings.WEBHOOK_RELAY_BATCH_LIMIT
-    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
     with transaction.atomic():
         event_ids = [
             str(event_id)
@@ -39,8 +37,7 @@ def outbox_relay_once(*, limit: int | None = None) -> int:
         ]
         if not event_ids:
             return 0
-        for start in range(0, len(event_ids), batch_size):
-            webhook_events_process.apply_async(args=[event_ids[start : start + batch_size]], retry=False)
+        webhook_events_publish(event_ids=event_ids)
         WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=timezone.now())
     return len(event_ids)
 

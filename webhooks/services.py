@@ -1,5 +1,6 @@
 import hashlib
 import hmac
+import json
 import logging
 import time
 import traceback
@@ -173,8 +174,6 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
 
 
 def _headers_serialize(headers: dict[str, str]) -> bytes:
-    import json
-
     return json.dumps(headers, separators=(",", ":")).encode()
 
 
@@ -183,12 +182,21 @@ def webhook_event_body(*, event: WebhookEvent) -> bytes:
 
 
 def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
-    import json
-
     return json.loads(encryption.decrypt(event.headers_encrypted))
 
 
 # --- Handing events to Celery ---------------------------------------------------------------------
+
+
+def webhook_events_publish(*, event_ids: list) -> None:
+    """Hand events to Celery, WEBHOOK_DISPATCH_BATCH_SIZE ids per message. Raises if the broker is
+    away (no retry loop here: each caller has its own fallback — the relay's rollback, the sweep)."""
+    from webhooks.tasks import webhook_events_process
+
+    ids = [str(event_id) for event_id in event_ids]
+    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
+    for start in range(0, len(ids), batch_size):
+        webhook_events_process.apply_async(args=[ids[start : start + batch_size]], retry=False)
 
 
 def webhook_events_dispatch(*, limit: int = 1000) -> int:
@@ -215,12 +223,9 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
         )
         if not event_ids:
             return 0
+        # Published inside the transaction: if the broker is away, the rows stay unmarked.
+        webhook_events_publish(event_ids=event_ids)
         WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now)
-    from webhooks.tasks import webhook_events_process
-
-    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
-    for start in range(0, len(event_ids), batch_size):
-        webhook_events_process.delay([str(event_id) for event_id in event_ids[start : start + batch_size]])
     logger.info("sweep dispatched %d stored events", len(event_ids))
     return len(event_ids)
 

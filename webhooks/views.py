@@ -1,10 +1,10 @@
 import logging
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from django.conf import settings
 from webhooks.exceptions import PayloadTooLarge, WebhookError
 from webhooks.services import webhook_event_receive
 
