@@ -22,6 +22,33 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Transport security -----------------------------------------------------------------------
+# Defaults serve plain HTTP, because that is what `make run`, the tests and the benchmarks speak
+# on 127.0.0.1 (and a webhook POST cannot follow a redirect to https). Production terminates TLS
+# in the proxy (deploy/Caddyfile) and docker-compose.yml sets DJANGO_BEHIND_TLS_PROXY=true, which
+# turns on the redirect and secure cookies. A deployment that forgets it does not run insecure
+# quietly: `manage.py check --deploy` fails, and compose runs that check before anything starts.
+BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
+    # Believe X-Forwarded-Proto. Only sound because our proxy sets that header itself on every
+    # request and gunicorn is reachable only through it (compose `expose`, never `ports`): a
+    # client that could reach gunicorn directly could claim https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=BEHIND_TLS_PROXY)
+# Probes and scrapes come over plain HTTP on the internal network, never through the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=BEHIND_TLS_PROXY)
+# HSTS is only ever sent on https responses, so it is on by default without hurting plain HTTP.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is a months-long commitment for the whole registrable domain: the operator's call.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "SECURE_HSTS_PRELOAD is not True": deliberate, see above
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
