@@ -87,12 +87,30 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return obj.secrets.count()
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        if change:
+            # Never write secrets_version from a copy loaded before a concurrent secret change: a
+            # version that went back could match keys a web process cached before that change.
+            obj.save(update_fields=WebhookEndpointForm.Meta.fields)
+        else:
+            super().save_model(request, obj, form, change)
         if form.cleaned_data.get("new_secret"):
             endpoint_secret_add(
                 endpoint=obj, secret=form.cleaned_data["new_secret"],
                 expire_others_in=form.cleaned_data.get("expire_others_delta"), actor=str(request.user.pk), source="admin",
             )
+
+    def delete_model(self, request, obj):
+        self._secrets_delete(request, [obj])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        self._secrets_delete(request, queryset)
+        super().delete_queryset(request, queryset)
+
+    def _secrets_delete(self, request, endpoints):
+        # Through the service, so the removals are audited like any other (not a silent cascade).
+        for secret_id in EndpointSecret.objects.filter(endpoint__in=list(endpoints)).values_list("pk", flat=True):
+            endpoint_secret_delete(secret_id=secret_id, actor=str(request.user.pk), source="admin")
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not EndpointSecret:

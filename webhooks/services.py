@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -319,7 +319,8 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
         # Stale keys (or the endpoint was deactivated or replaced): verify again with what is current.
         entry, cached = _endpoint_keys_load(slug), False
     else:
-        raise UnknownEndpoint("the endpoint's secrets keep changing; retry")
+        # Two more secret changes landed during this request: answer 503 (retry), store nothing.
+        raise OperationalError("the endpoint's secrets changed while the request was verified")
     if inserted is not None:
         metrics.events_received.labels(endpoint=entry.slug, outcome="accepted").inc()
         return ReceiveResult(event_id=str(event.id), created=True)

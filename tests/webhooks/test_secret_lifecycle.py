@@ -20,6 +20,7 @@ from audit.models import AuditEntry
 from tests.conftest import post_json, signed_headers
 from webhooks import samples
 from webhooks import services as webhook_services
+from webhooks.admin import WebhookEndpointAdmin
 from webhooks.exceptions import InvalidSecret, InvalidSignature, UnknownEndpoint
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.services import (
@@ -355,3 +356,30 @@ def test_the_admin_refuses_a_bad_duration_without_changing_anything(client, admi
 
     assert response.status_code == 200
     assert EndpointSecret.objects.filter(endpoint=stripe_endpoint).count() == 1
+
+
+def test_an_admin_edit_of_an_endpoint_never_moves_its_version_back(client, admin_user, stripe_endpoint, monkeypatch):
+    client.force_login(admin_user)
+    form = _change_form(stripe_endpoint, description="edited")
+    # The admin read the endpoint just before a secret change committed elsewhere.
+    stale = WebhookEndpoint.objects.get(pk=stripe_endpoint.pk)
+    monkeypatch.setattr(WebhookEndpointAdmin, "get_object", lambda self, request, object_id, from_field=None: stale)
+    endpoint_secret_add(endpoint=stripe_endpoint, secret=_new_secret())
+
+    response = client.post(f"/admin/webhooks/webhookendpoint/{stripe_endpoint.pk}/change/", {**form, "secrets-TOTAL_FORMS": "1", "secrets-INITIAL_FORMS": "1"})
+
+    assert response.status_code == 302, response.content[:2000]
+    stripe_endpoint.refresh_from_db()
+    assert stripe_endpoint.description == "edited"
+    assert stripe_endpoint.secrets_version == 2
+
+
+def test_deleting_an_endpoint_in_the_admin_audits_its_secrets_removal(client, admin_user, stripe_endpoint):
+    client.force_login(admin_user)
+
+    response = client.post(f"/admin/webhooks/webhookendpoint/{stripe_endpoint.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not WebhookEndpoint.objects.filter(pk=stripe_endpoint.pk).exists()
+    entry = AuditEntry.objects.get(action="endpoint.secret_removed")
+    assert entry.actor == str(admin_user.pk)
