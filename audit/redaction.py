@@ -70,6 +70,8 @@ ALLOWED_KEYS = frozenset(
         "current_period_start", "current_period_end", "canceled_at", "cancel_at", "ended_at",
         "trial_start", "trial_end", "start_date", "attempts", "attempt", "count", "attempt_count",
         "retries", "version",
+        # endpoint secret changes: keyed-hash names of secrets, never the secrets
+        "key_fingerprint", "expiring_key_fingerprints", "others_expire_at",
     }
 )
 

@@ -137,8 +137,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES + 1, 2_621_440)
 # The outbox relay re-dispatches stored events that are still `received` after this many seconds.
 WEBHOOK_REDISPATCH_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_AFTER_SECONDS", default=30)
 WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS", default=600)
-# Endpoint secrets are cached per process; a secret added or removed elsewhere applies within this.
-WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=5.0)
 # A poison event (one that kills its worker every time) is dead-lettered after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=5)
 WEBHOOK_DISPATCH_BATCH_SIZE = env.int("WEBHOOK_DISPATCH_BATCH_SIZE", default=20)

@@ -16,8 +16,7 @@ from webhooks.schemes import scheme_get
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
-    # No stale endpoint keys between tests: every test sees the secrets it created.
-    settings.WEBHOOK_ENDPOINT_CACHE_SECONDS = 0
+    # Each test starts with an empty endpoint-key cache (slugs are reused across tests).
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     webhook_services.endpoint_cache_clear()
     yield
@@ -112,7 +111,7 @@ def broker_flushed(broker_url):
 def worker_env(test_database_url, broker_url):
     from tests.support.processes import process_env
 
-    return process_env(test_database_url, broker_url, WEBHOOK_ENDPOINT_CACHE_SECONDS="0", DJANGO_LOG_LEVEL="INFO")
+    return process_env(test_database_url, broker_url, DJANGO_LOG_LEVEL="INFO")
 
 
 @pytest.fixture

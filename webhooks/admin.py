@@ -18,15 +18,19 @@ from webhooks import deadletters
 from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.schemes import scheme_choices, scheme_get
-from webhooks.services import endpoint_secret_add, webhook_event_body
+from webhooks.services import endpoint_secret_add, endpoint_secret_delete, secret_expiry_parse, webhook_event_body
 
 logger = logging.getLogger(__name__)
 
 
 class EndpointSecretInline(admin.TabularInline):
+    """Secrets are shown, never edited here: the endpoint form adds them and the inline's delete
+    boxes go through the services (WebhookEndpointAdmin.save_formset), so every change bumps the
+    endpoint's version and is audited."""
+
     model = EndpointSecret
     extra = 0
-    fields = ["kind", "hint", "fingerprint", "created_at"]
+    fields = ["kind", "hint", "fingerprint", "created_at", "expires_at"]
     readonly_fields = fields
     can_delete = True
 
@@ -40,6 +44,10 @@ class WebhookEndpointForm(forms.ModelForm):
         required=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="Adds a signing secret (or whpk_ public key). Existing secrets keep verifying until removed.",
+    )
+    expire_others_in = forms.CharField(
+        required=False,
+        help_text="With a new secret: the other secrets stop verifying after this long (24h, 30m, 7d; 0 = now).",
     )
 
     class Meta:
@@ -56,6 +64,15 @@ class WebhookEndpointForm(forms.ModelForm):
                 raise ValidationError({"new_secret": exc.message}) from None
         elif not secret and not self.instance.pk:
             raise ValidationError({"new_secret": "a new endpoint needs a signing secret"})
+        expire = cleaned.get("expire_others_in")
+        cleaned["expire_others_delta"] = None
+        if expire:
+            if not secret:
+                raise ValidationError({"expire_others_in": "only with a new secret (a roll)"})
+            try:
+                cleaned["expire_others_delta"] = secret_expiry_parse(expire)
+            except WebhookError as exc:
+                raise ValidationError({"expire_others_in": exc.message}) from None
         return cleaned
 
 
@@ -70,9 +87,38 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         return obj.secrets.count()
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        if change:
+            # Never write secrets_version from a copy loaded before a concurrent secret change: a
+            # version that went back could match keys a web process cached before that change.
+            obj.save(update_fields=WebhookEndpointForm.Meta.fields)
+        else:
+            super().save_model(request, obj, form, change)
         if form.cleaned_data.get("new_secret"):
-            endpoint_secret_add(endpoint=obj, secret=form.cleaned_data["new_secret"])
+            endpoint_secret_add(
+                endpoint=obj, secret=form.cleaned_data["new_secret"],
+                expire_others_in=form.cleaned_data.get("expire_others_delta"), actor=str(request.user.pk), source="admin",
+            )
+
+    def delete_model(self, request, obj):
+        self._secrets_delete(request, [obj])
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        self._secrets_delete(request, queryset)
+        super().delete_queryset(request, queryset)
+
+    def _secrets_delete(self, request, endpoints):
+        # Through the service, so the removals are audited like any other (not a silent cascade).
+        for secret_id in EndpointSecret.objects.filter(endpoint__in=list(endpoints)).values_list("pk", flat=True):
+            endpoint_secret_delete(secret_id=secret_id, actor=str(request.user.pk), source="admin")
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not EndpointSecret:
+            return super().save_formset(request, form, formset, change)
+        # commit=False: Django only lists the rows ticked for deletion; the service deletes them.
+        formset.save(commit=False)
+        for row in formset.deleted_objects:
+            endpoint_secret_delete(secret_id=row.pk, actor=str(request.user.pk), source="admin")
 
 
 # --- Who may do what ---------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ class WebhookEndpoint(models.Model):
     description = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Bumped in the transaction of every secret change. Web processes cache the keys with the version
+    # they were loaded at, and store an event only if the version is still current (webhooks/services.py).
+    secrets_version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -33,7 +36,9 @@ class EndpointSecret(models.Model):
     """One active signing secret (or Standard Webhooks public key) of an endpoint.
 
     The value is encrypted at rest; `fingerprint` is a keyed hash that names the secret in lists and
-    finds it for removal without ever showing it.
+    the audit log without ever showing it. It is computed once, when the secret is added, and is for
+    display only: removal compares the decrypted values, so no key rotation can make it miss.
+    A secret with `expires_at` stops verifying at that time (a "roll"), with nobody acting.
     """
 
     class Kind(models.TextChoices):
@@ -46,6 +51,7 @@ class EndpointSecret(models.Model):
     fingerprint = models.CharField(max_length=16)
     hint = models.CharField(max_length=16, help_text="The first characters of the secret, to recognise it.")
     created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Stops verifying at this time; empty: never.")
 
     class Meta:
         ordering = ["created_at"]

@@ -2,30 +2,34 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import OperationalError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from audit.models import AuditAction
+from audit.services import audit_entry_append
 from config import encryption
-from config.db import rows_insert_new
+from config.db import row_insert_new_if_current
 from config.exceptions import ApplicationError
 from webhooks import metrics
 from webhooks.exceptions import (
     EndpointNotFound,
     IdempotencyConflict,
     InvalidSecret,
+    InvalidSignature,
     SignatureError,
     UnknownEndpoint,
     WebhookError,
 )
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
-from webhooks.schemes import SCHEMES, SigningKey, scheme_get
+from webhooks.schemes import SCHEMES, SigningKey, VerifiedDelivery, scheme_get
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def secret_fingerprint(secret: str) -> str:
+    """The display name of a secret in lists and the audit log (keyed, so it confirms no guess).
+
+    Stored when the secret is added and never recomputed: nothing looks a secret up by it, so a
+    BLIND_INDEX_KEY rotation changes only the names of secrets added afterwards.
+    """
     return hmac.new(settings.BLIND_INDEX_KEY.encode(), secret.encode(), hashlib.sha256).hexdigest()[:16]
 
 
@@ -42,37 +51,137 @@ def _secret_hint(secret: str) -> str:
     return f"{prefix}_" if sep else ""
 
 
+_DURATION = re.compile(r"^(\d{1,6})([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def secret_expiry_parse(text: str) -> timedelta:
+    """`24h`, `30m`, `7d`, `90s`, `0` (now) → a timedelta; raises InvalidSecret with the accepted forms."""
+    match = _DURATION.match(text.strip())
+    if not match or (match.group(2) == "" and match.group(1) != "0"):
+        raise InvalidSecret("a duration is a number with a unit: 90s, 30m, 24h, 7d, or 0 for now")
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > 365 * 86400:
+        raise InvalidSecret("a duration is at most 365 days")
+    return timedelta(seconds=seconds)
+
+
+def _endpoint_lock(endpoint_id: int) -> WebhookEndpoint:
+    """Lock the endpoint row: secret changes of one endpoint are serialised (the duplicate check
+    compares decrypted values, which no unique constraint can do)."""
+    return WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+
+
+def _secret_matching(endpoint: WebhookEndpoint, secret: str) -> EndpointSecret | None:
+    """The endpoint's row holding `secret`, found by decrypting each (an endpoint has a handful) and
+    comparing in constant time: independent of any fingerprint key, so no rotation can make it miss."""
+    wanted = secret.encode()
+    found = None
+    for row in EndpointSecret.objects.filter(endpoint=endpoint).order_by("created_at", "id"):
+        if hmac.compare_digest(encryption.decrypt(row.value_encrypted), wanted) and found is None:
+            found = row
+    return found
+
+
+def _secrets_changed(endpoint: WebhookEndpoint) -> None:
+    """Every web process sees the new version on its next stored event (or failed verification)
+    and reloads; this process forgets its copy at commit."""
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(secrets_version=F("secrets_version") + 1)
+    transaction.on_commit(endpoint_cache_clear)
+
+
+def _secret_audit(action: str, *, endpoint: WebhookEndpoint, row: EndpointSecret, actor: str, source: str, **data) -> None:
+    audit_entry_append(
+        action=action,
+        actor=actor,
+        data={
+            "endpoint_id": endpoint.pk, "slug": endpoint.slug, "key_fingerprint": row.fingerprint, "kind": row.kind,
+            "source": source, **data,
+        },
+    )
+
+
 @transaction.atomic
-def webhook_endpoint_create(*, slug: str, scheme: str, secret: str, description: str = "") -> WebhookEndpoint:
+def webhook_endpoint_create(
+    *, slug: str, scheme: str, secret: str, description: str = "", actor: str = "system", source: str = "command"
+) -> WebhookEndpoint:
     if scheme not in SCHEMES:
         raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
     endpoint, created = WebhookEndpoint.objects.get_or_create(slug=slug, defaults={"scheme": scheme, "description": description})
     if not created:
         raise WebhookError(f"endpoint {slug!r} already exists")
-    endpoint_secret_add(endpoint=endpoint, secret=secret)
+    endpoint_secret_add(endpoint=endpoint, secret=secret, actor=actor, source=source)
     return endpoint
 
 
 @transaction.atomic
-def endpoint_secret_add(*, endpoint: WebhookEndpoint, secret: str) -> EndpointSecret:
+def endpoint_secret_add(
+    *,
+    endpoint: WebhookEndpoint,
+    secret: str,
+    expire_others_in: timedelta | None = None,
+    actor: str = "system",
+    source: str = "command",
+) -> EndpointSecret:
+    """Add a secret that verifies from the next request on, in every web process.
+
+    With `expire_others_in` (a "roll"), the endpoint's other secrets stop verifying that long from
+    now (a secret already due sooner keeps its earlier time). Audited as `endpoint.secret_added`,
+    with the fingerprints of the secrets set to expire.
+    """
     key = scheme_get(endpoint.scheme).secret_parse(secret)
-    row, created = EndpointSecret.objects.get_or_create(
+    endpoint = _endpoint_lock(endpoint.pk)
+    if _secret_matching(endpoint, secret) is not None:
+        raise InvalidSecret("this secret is already on the endpoint")
+    row = EndpointSecret.objects.create(
         endpoint=endpoint,
+        kind=key.kind,
+        value_encrypted=encryption.encrypt(secret.encode()),
         fingerprint=secret_fingerprint(secret),
-        defaults={"kind": key.kind, "value_encrypted": encryption.encrypt(secret.encode()), "hint": _secret_hint(secret)},
+        hint=_secret_hint(secret),
     )
-    if not created:
-        raise InvalidSecret("this secret is already active on the endpoint")
-    transaction.on_commit(endpoint_cache_clear)
+    data = {}
+    if expire_others_in is not None:
+        expires_at = timezone.now() + expire_others_in
+        others = EndpointSecret.objects.filter(endpoint=endpoint).exclude(pk=row.pk)
+        expiring = list(
+            others.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at)).values_list("fingerprint", flat=True)
+        )
+        others.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at)).update(expires_at=expires_at)
+        data = {"others_expire_at": expires_at.isoformat(), "expiring_key_fingerprints": sorted(expiring)}
+    _secrets_changed(endpoint)
+    _secret_audit(AuditAction.ENDPOINT_SECRET_ADDED, endpoint=endpoint, row=row, actor=actor, source=source, **data)
+    return row
+
+
+def _secret_delete(endpoint: WebhookEndpoint, row: EndpointSecret, *, actor: str, source: str) -> None:
+    row.delete()
+    _secrets_changed(endpoint)
+    _secret_audit(AuditAction.ENDPOINT_SECRET_REMOVED, endpoint=endpoint, row=row, actor=actor, source=source)
+
+
+@transaction.atomic
+def endpoint_secret_remove(
+    *, endpoint: WebhookEndpoint, secret: str, actor: str = "system", source: str = "command"
+) -> EndpointSecret:
+    """Remove the secret (found by value, not by fingerprint); it refuses from the next request on."""
+    endpoint = _endpoint_lock(endpoint.pk)
+    row = _secret_matching(endpoint, secret)
+    if row is None:
+        raise InvalidSecret("no such secret on this endpoint")
+    _secret_delete(endpoint, row, actor=actor, source=source)
     return row
 
 
 @transaction.atomic
-def endpoint_secret_remove(*, endpoint: WebhookEndpoint, secret: str) -> None:
-    deleted, _ = EndpointSecret.objects.filter(endpoint=endpoint, fingerprint=secret_fingerprint(secret)).delete()
-    if not deleted:
-        raise InvalidSecret("no such secret on this endpoint")
-    transaction.on_commit(endpoint_cache_clear)
+def endpoint_secret_delete(*, secret_id: int, actor: str, source: str = "admin") -> EndpointSecret:
+    """Remove a secret picked by its row (the admin, which never sees the value)."""
+    row = EndpointSecret.objects.filter(pk=secret_id).first()
+    if row is None:
+        raise InvalidSecret("no such secret")
+    endpoint = _endpoint_lock(row.endpoint_id)
+    _secret_delete(endpoint, row, actor=actor, source=source)
+    return row
 
 
 def webhook_endpoint_get(*, slug: str) -> WebhookEndpoint:
@@ -91,13 +200,19 @@ def endpoint_secrets_decrypted(*, endpoint: WebhookEndpoint) -> list[str]:
 
 @dataclass(frozen=True)
 class _EndpointKeys:
+    """An endpoint's parsed keys as of `version`, each with its expiry (epoch seconds or None)."""
+
     id: int
     slug: str
     scheme: str
-    keys: tuple[SigningKey, ...]
-    loaded_at: float
+    version: int
+    keys: tuple[tuple[SigningKey, float | None], ...]
+
+    def keys_active(self, now: float) -> tuple[SigningKey, ...]:
+        return tuple(key for key, expires in self.keys if expires is None or now < expires)
 
 
+# Per process, no lifetime: an entry is used until the database says its version is stale.
 _endpoint_cache: dict[str, _EndpointKeys] = {}
 
 
@@ -105,23 +220,58 @@ def endpoint_cache_clear() -> None:
     _endpoint_cache.clear()
 
 
-def _endpoint_keys_get(slug: str) -> _EndpointKeys:
-    """The endpoint and its parsed keys, cached in-process for WEBHOOK_ENDPOINT_CACHE_SECONDS.
-
-    Each request would otherwise pay two queries and a decryption per secret. A secret added or
-    removed by another process takes effect here within the cache lifetime.
-    """
-    cached = _endpoint_cache.get(slug)
-    if cached is not None and time.monotonic() - cached.loaded_at < settings.WEBHOOK_ENDPOINT_CACHE_SECONDS:
-        return cached
+def _endpoint_keys_load(slug: str) -> _EndpointKeys:
     endpoint = WebhookEndpoint.objects.filter(slug=slug, is_active=True).prefetch_related("secrets").first()
     if endpoint is None:
+        _endpoint_cache.pop(slug, None)
         raise UnknownEndpoint("no active endpoint with this slug")
     scheme = scheme_get(endpoint.scheme)
-    keys = tuple(scheme.secret_parse(secret) for secret in endpoint_secrets_decrypted(endpoint=endpoint))
-    entry = _EndpointKeys(endpoint.id, endpoint.slug, endpoint.scheme, keys, time.monotonic())
+    keys = tuple(
+        (scheme.secret_parse(encryption.decrypt(row.value_encrypted).decode()), row.expires_at.timestamp() if row.expires_at else None)
+        for row in endpoint.secrets.all()
+    )
+    entry = _EndpointKeys(endpoint.id, endpoint.slug, endpoint.scheme, endpoint.secrets_version, keys)
     _endpoint_cache[slug] = entry
     return entry
+
+
+def _endpoint_keys_get(slug: str) -> tuple[_EndpointKeys, bool]:
+    """The endpoint's keys from this process's cache (loaded on first use); and whether they came
+    from the cache, i.e. may be stale."""
+    cached = _endpoint_cache.get(slug)
+    if cached is not None:
+        return cached, True
+    return _endpoint_keys_load(slug), False
+
+
+def _endpoint_keys_current(entry: _EndpointKeys) -> _EndpointKeys | None:
+    """After cached keys failed to verify: a fresh copy if the endpoint changed since, else None.
+    One indexed read when nothing changed, so a refusal stays cheap."""
+    current = WebhookEndpoint.objects.filter(pk=entry.id, is_active=True).values_list("secrets_version", flat=True).first()
+    if current == entry.version:
+        return None
+    return _endpoint_keys_load(entry.slug)
+
+
+def _verify(entry: _EndpointKeys, *, body: bytes, headers) -> VerifiedDelivery:
+    now = time.time()
+    return scheme_get(entry.scheme).verify(
+        headers=headers, body=body, keys=entry.keys_active(now), tolerance=settings.WEBHOOK_TOLERANCE_SECONDS, now=now
+    )
+
+
+def _verify_current(entry: _EndpointKeys, cached: bool, *, body: bytes, headers) -> tuple[_EndpointKeys, VerifiedDelivery]:
+    """Verify with `entry`; if cached keys find no matching signature, re-check once against the
+    database (a secret added in another process verifies on its very next request)."""
+    try:
+        return entry, _verify(entry, body=body, headers=headers)
+    except InvalidSignature:
+        if not cached:
+            raise
+        fresh = _endpoint_keys_current(entry)
+        if fresh is None:
+            raise
+    return fresh, _verify(fresh, body=body, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -134,42 +284,57 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
 
     Raises a WebhookError for every refusal; nothing is stored unless the signature verifies.
+
+    Keys come from a per-process cache with the endpoint's `secrets_version`; the INSERT happens
+    only if that version is still current (same statement), so a secret removed or expired by a
+    roll in another process refuses from its next request on, at no extra round trip. A stale
+    version reloads the keys and verifies again (at most twice: each reload reads committed state).
     """
-    endpoint = _endpoint_keys_get(slug)
-    scheme = scheme_get(endpoint.scheme)
-    try:
-        delivery = scheme.verify(
-            headers=headers, body=body, keys=endpoint.keys, tolerance=settings.WEBHOOK_TOLERANCE_SECONDS, now=time.time()
+    entry, cached = _endpoint_keys_get(slug)
+    for _ in range(3):
+        try:
+            entry, delivery = _verify_current(entry, cached, body=body, headers=headers)
+        except SignatureError as exc:
+            metrics.signature_failures.labels(endpoint=entry.slug, reason=exc.code).inc()
+            logger.warning("webhook refused: endpoint=%s reason=%s", entry.slug, exc.code)
+            raise
+        scheme = scheme_get(entry.scheme)
+        event = WebhookEvent(
+            endpoint_id=entry.id,
+            idempotency_key=f"{entry.slug}:{delivery.provider_event_id}",
+            provider_event_id=delivery.provider_event_id,
+            event_type=delivery.event_type,
+            content_hash=scheme.content_hash(delivery.payload),
+            body_encrypted=encryption.encrypt(body),
+            headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
+            received_at=timezone.now(),
+            provider_created_at=delivery.provider_created_at,
         )
-    except SignatureError as exc:
-        metrics.signature_failures.labels(endpoint=endpoint.slug, reason=exc.code).inc()
-        logger.warning("webhook refused: endpoint=%s reason=%s", endpoint.slug, exc.code)
-        raise
-    event = WebhookEvent(
-        endpoint_id=endpoint.id,
-        idempotency_key=f"{endpoint.slug}:{delivery.provider_event_id}",
-        provider_event_id=delivery.provider_event_id,
-        event_type=delivery.event_type,
-        content_hash=scheme.content_hash(delivery.payload),
-        body_encrypted=encryption.encrypt(body),
-        headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
-        received_at=timezone.now(),
-        provider_created_at=delivery.provider_created_at,
-    )
-    if rows_insert_new([event], conflict_fields=("idempotency_key",)):
-        metrics.events_received.labels(endpoint=endpoint.slug, outcome="accepted").inc()
+        inserted, current = row_insert_new_if_current(
+            event, conflict_fields=("idempotency_key",), owner=WebhookEndpoint, owner_id=entry.id,
+            version_field="secrets_version", version=entry.version, live_field="is_active",
+        )
+        if current == entry.version:
+            break
+        # Stale keys (or the endpoint was deactivated or replaced): verify again with what is current.
+        entry, cached = _endpoint_keys_load(slug), False
+    else:
+        # Two more secret changes landed during this request: answer 503 (retry), store nothing.
+        raise OperationalError("the endpoint's secrets changed while the request was verified")
+    if inserted is not None:
+        metrics.events_received.labels(endpoint=entry.slug, outcome="accepted").inc()
         return ReceiveResult(event_id=str(event.id), created=True)
 
     existing_id, existing_hash = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key).values_list(
         "id", "content_hash"
     ).get()
     if existing_hash != event.content_hash:
-        metrics.events_received.labels(endpoint=endpoint.slug, outcome="conflict").inc()
-        logger.warning("idempotency conflict: endpoint=%s event=%s", endpoint.slug, existing_id)
+        metrics.events_received.labels(endpoint=entry.slug, outcome="conflict").inc()
+        logger.warning("idempotency conflict: endpoint=%s event=%s", entry.slug, existing_id)
         raise IdempotencyConflict(
             "this idempotency key was stored with different content", extra={"event_id": str(existing_id)}
         )
-    metrics.events_received.labels(endpoint=endpoint.slug, outcome="duplicate").inc()
+    metrics.events_received.labels(endpoint=entry.slug, outcome="duplicate").inc()
     return ReceiveResult(event_id=str(existing_id), created=False)
 
 

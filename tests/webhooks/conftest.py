@@ -6,4 +6,4 @@ from tests.support.processes import process_env
 @pytest.fixture
 def worker_env(test_database_url, broker_url):
     """Environment for a real gunicorn or worker process on the test database (as tests/integration)."""
-    return process_env(test_database_url, broker_url, WEBHOOK_ENDPOINT_CACHE_SECONDS="0")
+    return process_env(test_database_url, broker_url)
