@@ -21,6 +21,10 @@ class WebhookEndpoint(models.Model):
     description = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Stripe events whose `livemode` differs from the endpoint's mode are stored and ignored.
+    mode = models.CharField(max_length=4, choices=[("live", "live"), ("test", "test")], default="live")
+    # Networks (CIDR strings) a delivery may come from; empty: any address (webhooks/throttling.py).
+    allowed_sources = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["slug"]

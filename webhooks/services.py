@@ -26,6 +26,7 @@ from webhooks.exceptions import (
 )
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.schemes import SCHEMES, SigningKey, scheme_get
+from webhooks.throttling import sources_parse
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +44,15 @@ def _secret_hint(secret: str) -> str:
 
 
 @transaction.atomic
-def webhook_endpoint_create(*, slug: str, scheme: str, secret: str, description: str = "") -> WebhookEndpoint:
+def webhook_endpoint_create(
+    *, slug: str, scheme: str, secret: str, description: str = "", mode: str = "live", allowed_sources: list[str] = ()
+) -> WebhookEndpoint:
     if scheme not in SCHEMES:
         raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
-    endpoint, created = WebhookEndpoint.objects.get_or_create(slug=slug, defaults={"scheme": scheme, "description": description})
+    sources = sources_parse(allowed_sources)
+    endpoint, created = WebhookEndpoint.objects.get_or_create(
+        slug=slug, defaults={"scheme": scheme, "description": description, "mode": mode, "allowed_sources": sources}
+    )
     if not created:
         raise WebhookError(f"endpoint {slug!r} already exists")
     endpoint_secret_add(endpoint=endpoint, secret=secret)
