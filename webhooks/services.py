@@ -45,10 +45,13 @@ def _secret_hint(secret: str) -> str:
 
 @transaction.atomic
 def webhook_endpoint_create(
-    *, slug: str, scheme: str, secret: str, description: str = "", mode: str = "live", allowed_sources: list[str] = ()
+    *, slug: str, scheme: str, secret: str, description: str = "", mode: str = "live",
+    allowed_sources: list[str] | tuple[str, ...] = (),
 ) -> WebhookEndpoint:
     if scheme not in SCHEMES:
         raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
+    if mode not in ("live", "test"):
+        raise WebhookError(f"unknown mode {mode!r}; known: live, test")
     sources = sources_parse(allowed_sources)
     endpoint, created = WebhookEndpoint.objects.get_or_create(
         slug=slug, defaults={"scheme": scheme, "description": description, "mode": mode, "allowed_sources": sources}

@@ -146,3 +146,12 @@ def test_set_sources_replaces_the_allowlist_and_takes_effect(guarded, stripe_sec
     assert "any address" in _run("set-sources", "stripe")
     assert WebhookEndpoint.objects.get(slug="stripe").allowed_sources == []
     assert _post(client, stripe_secret, address="203.0.113.9").status_code == 200
+
+
+def test_the_service_refuses_an_unknown_mode(stripe_secret):
+    from webhooks.exceptions import WebhookError
+    from webhooks.services import webhook_endpoint_create
+
+    with pytest.raises(WebhookError):
+        webhook_endpoint_create(slug="shop", scheme="stripe", secret=stripe_secret, mode="sandbox")
+    assert not WebhookEndpoint.objects.filter(slug="shop").exists()
