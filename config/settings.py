@@ -144,6 +144,17 @@ WEBHOOK_DISPATCH_BATCH_SIZE = env.int("WEBHOOK_DISPATCH_BATCH_SIZE", default=20)
 WEBHOOK_RELAY_ENABLED = env.bool("WEBHOOK_RELAY_ENABLED", default=True)
 WEBHOOK_RELAY_POLL_SECONDS = env.float("WEBHOOK_RELAY_POLL_SECONDS", default=0.05)
 WEBHOOK_RELAY_BATCH_LIMIT = env.int("WEBHOOK_RELAY_BATCH_LIMIT", default=200)
+# Rate limits as "N/period" (s, m, h, d; e.g. 600/m), empty: off (webhooks/throttling.py). Per client
+# address, only refused requests count; per endpoint, every request does. Off by default per
+# endpoint: a provider catching up after an outage may legitimately send hundreds a second.
+WEBHOOK_RATE_LIMIT_PER_CLIENT = env.str("WEBHOOK_RATE_LIMIT_PER_CLIENT", default="60/m")
+WEBHOOK_RATE_LIMIT_PER_ENDPOINT = env.str("WEBHOOK_RATE_LIMIT_PER_ENDPOINT", default="")
+# CIDRs of the reverse proxies in front of the web processes: only a request from one of them has
+# its client address taken from X-Forwarded-For. Empty: REMOTE_ADDR is the client.
+WEBHOOK_TRUSTED_PROXIES = env.list("WEBHOOK_TRUSTED_PROXIES", default=[])
+# Whether a slug exists and its IP allowlist are cached per process for this long (unknown slugs
+# too, so a flood of made-up slugs costs no query). Secrets are not: they apply on the next request.
+WEBHOOK_SOURCES_CACHE_SECONDS = env.float("WEBHOOK_SOURCES_CACHE_SECONDS", default=5.0)
 
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's filesystem transport under var/, shared by the
@@ -191,6 +202,20 @@ CELERY_BEAT_SCHEDULE = {
 # oldest unfinished event is older than this.
 DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
+
+# --- Cache ------------------------------------------------------------------------------------
+# Holds the rate-limit counters, so it must be shared by every web process: Redis when the broker is
+# Redis, else a file cache under var/ (the embedded default, no server). CACHE_URL overrides both.
+_CACHE_DEFAULT = (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else f"filecache://{VAR_DIR / 'cache'}"
+)
+CACHES = {"default": env.cache_url_config(env.str("CACHE_URL", default="") or _CACHE_DEFAULT)}
+CACHES["default"].setdefault("KEY_PREFIX", "payhook")
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # A Redis outage must not stall deliveries: throttling then fails open quickly.
+    CACHES["default"].setdefault("OPTIONS", {}).update({"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
+elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.filebased.FileBasedCache":
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 10_000)
 
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

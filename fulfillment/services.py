@@ -414,7 +414,8 @@ def webhook_event_fulfil(*, event) -> str:
     from webhooks.services import webhook_event_body
 
     payload = json.loads(webhook_event_body(event=event))
-    canonical_events = canonical_events_build(event=event, payload=payload)
+    mismatch = _livemode_mismatch(endpoint=event.endpoint, payload=payload)
+    canonical_events = [] if mismatch else canonical_events_build(event=event, payload=payload)
     provider = event.endpoint.scheme
     audit_entry_append(
         action="webhook.received",
@@ -426,10 +427,20 @@ def webhook_event_fulfil(*, event) -> str:
         dedup_key=f"webhook.received:{event.id}",
     )
     if not canonical_events:
-        audit_entry_append(
-            action="event.ignored", event_id=event.id, data={"type": event.event_type}, dedup_key=f"event.ignored:{event.id}"
-        )
+        data = {"type": event.event_type, **({"reason": "livemode_mismatch", "mode": event.endpoint.mode} if mismatch else {})}
+        audit_entry_append(action="event.ignored", event_id=event.id, data=data, dedup_key=f"event.ignored:{event.id}")
+        if mismatch:
+            logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, event.endpoint.mode)
         return WebhookEvent.Status.IGNORED
     for canonical in canonical_events:
         canonical_event_fulfil(provider=provider, canonical=canonical, event_id=event.id)
     return WebhookEvent.Status.PROCESSED
+
+
+def _livemode_mismatch(*, endpoint, payload: dict) -> bool:
+    """A Stripe event from the other mode: a test-mode event must never grant on a live endpoint.
+
+    Only a boolean `livemode` counts; an event without one is judged by its content as before.
+    """
+    livemode = payload.get("livemode") if endpoint.scheme == "stripe" else None
+    return isinstance(livemode, bool) and livemode != (endpoint.mode == "live")

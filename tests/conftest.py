@@ -11,16 +11,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, PrivateFormat, NoEncryption
 
 from webhooks import services as webhook_services
+from webhooks import throttling
 from webhooks.schemes import scheme_get
 
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
-    # Each test starts with an empty endpoint-key cache (slugs are reused across tests).
+    # Each test starts with empty endpoint caches (slugs are reused across tests).
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.WEBHOOK_SOURCES_CACHE_SECONDS = 0
     webhook_services.endpoint_cache_clear()
+    throttling.sources_cache_clear()
     yield
     webhook_services.endpoint_cache_clear()
+    throttling.sources_cache_clear()
 
 
 # --- Secrets and endpoints ----------------------------------------------------------------------

@@ -51,3 +51,21 @@ class InvalidSecret(WebhookError):
 class EndpointNotFound(WebhookError):
     code = "endpoint_not_found"
     status_code = 404
+
+
+class ForbiddenSource(WebhookError):
+    code = "forbidden_source"
+    status_code = 403
+
+
+class InvalidSource(WebhookError):
+    code = "invalid_source"
+
+
+class RateLimited(WebhookError):
+    code = "rate_limited"
+    status_code = 429
+
+    def __init__(self, message: str = "", *, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -6,3 +6,5 @@ events_received = Counter(
 signature_failures = Counter(
     "payhook_webhook_refused_total", "Deliveries refused before storage, by reason.", ["endpoint", "reason"]
 )
+# Every refusal before storage, not only signatures: also `rate_limited` and `forbidden_source`.
+refused = signature_failures

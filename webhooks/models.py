@@ -24,6 +24,10 @@ class WebhookEndpoint(models.Model):
     # Bumped in the transaction of every secret change. Web processes cache the keys with the version
     # they were loaded at, and store an event only if the version is still current (webhooks/services.py).
     secrets_version = models.BigIntegerField(default=0, editable=False)
+    # Stripe events whose `livemode` differs from the endpoint's mode are stored and ignored.
+    mode = models.CharField(max_length=4, choices=[("live", "live"), ("test", "test")], default="live")
+    # Networks (CIDR strings) a delivery may come from; empty: any address (webhooks/throttling.py).
+    allowed_sources = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["slug"]

@@ -30,6 +30,7 @@ from webhooks.exceptions import (
 )
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.schemes import SCHEMES, SigningKey, VerifiedDelivery, scheme_get
+from webhooks.throttling import sources_cache_clear, sources_parse
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +104,20 @@ def _secret_audit(action: str, *, endpoint: WebhookEndpoint, row: EndpointSecret
 
 @transaction.atomic
 def webhook_endpoint_create(
-    *, slug: str, scheme: str, secret: str, description: str = "", actor: str = "system", source: str = "command"
+    *, slug: str, scheme: str, secret: str, description: str = "", mode: str = "live",
+    allowed_sources: list[str] | tuple[str, ...] = (), actor: str = "system", source: str = "command"
 ) -> WebhookEndpoint:
     if scheme not in SCHEMES:
         raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
-    endpoint, created = WebhookEndpoint.objects.get_or_create(slug=slug, defaults={"scheme": scheme, "description": description})
+    if mode not in ("live", "test"):
+        raise WebhookError(f"unknown mode {mode!r}; known: live, test")
+    sources = sources_parse(allowed_sources)
+    endpoint, created = WebhookEndpoint.objects.get_or_create(
+        slug=slug, defaults={"scheme": scheme, "description": description, "mode": mode, "allowed_sources": sources}
+    )
     if not created:
         raise WebhookError(f"endpoint {slug!r} already exists")
+    transaction.on_commit(sources_cache_clear)  # this process may remember the slug as unknown
     endpoint_secret_add(endpoint=endpoint, secret=secret, actor=actor, source=source)
     return endpoint
 

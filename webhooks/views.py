@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from webhooks.exceptions import PayloadTooLarge, WebhookError
 from webhooks.services import webhook_event_receive
+from webhooks.throttling import webhook_refusal_record, webhook_request_admit
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +20,12 @@ def webhook_receive(request, slug: str):
     if request.method != "POST":
         return JsonResponse({"error": "method_not_allowed"}, status=405, headers={"Allow": "POST"})
     try:
+        webhook_request_admit(slug=slug, meta=request.META)
         body = _body_read(request)
         result = webhook_event_receive(slug=slug, body=body, headers=request.headers)
     except WebhookError as exc:
-        return JsonResponse({"error": exc.code, **exc.extra}, status=exc.status_code)
+        webhook_refusal_record(meta=request.META, error=exc)
+        return JsonResponse({"error": exc.code, **exc.extra}, status=exc.status_code, headers=getattr(exc, "headers", None))
     except (OperationalError, InterfaceError) as exc:
         # Never a 2xx that was not stored: the provider retries later.
         logger.error("webhook not stored, database unavailable: endpoint=%s error=%s", slug, type(exc).__name__)

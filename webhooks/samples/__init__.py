@@ -41,11 +41,18 @@ def stripe_object_for_event_type(event_type: str) -> dict:
     raise KeyError(f"no sample object for Stripe event type {event_type!r}")
 
 
-def stripe_event(event_type: str, obj: dict | None = None, *, event_id: str | None = None, created: int | None = None) -> dict:
-    """A Stripe event envelope shaped like the published `event` example."""
+def stripe_event(
+    event_type: str, obj: dict | None = None, *, event_id: str | None = None, created: int | None = None, livemode: bool = True
+) -> dict:
+    """A Stripe event envelope shaped like the published `event` example.
+
+    `livemode` defaults to true, the mode of a default endpoint (the published example is a test
+    event): a sample must be fulfilled by the endpoint it is sent to.
+    """
     event = stripe_object("event")
     event.update(
         id=event_id or f"evt_test_{secrets.token_hex(12)}",
+        livemode=livemode,
         type=event_type,
         created=created if created is not None else int(time.time()),
         api_version="2025-10-29.clover",
@@ -62,7 +69,7 @@ def standard_event(event_type: str, data: dict | None = None) -> dict:
 SAMPLE_PRICE_ID = "price_1PgafmB7WZ01zgkW6dKueIc5"  # the price in Stripe's published examples
 
 
-def stripe_trigger_event(event_type: str) -> dict:
+def stripe_trigger_event(event_type: str, *, livemode: bool = True) -> dict:
     """A coherent sample event, like `stripe trigger`: paid, with the sample price and customer.
 
     Stripe's published objects are independent examples (an unpaid session, a draft invoice); this
@@ -82,4 +89,4 @@ def stripe_trigger_event(event_type: str) -> dict:
             item["current_period_end"] = int(time.time()) + 30 * 86400
     elif event_type in ("charge.refunded", "charge.dispute.created"):
         obj["payment_intent"] = stripe_object("payment_intent")["id"]
-    return stripe_event(event_type, obj)
+    return stripe_event(event_type, obj, livemode=livemode)

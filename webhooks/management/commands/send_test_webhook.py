@@ -32,7 +32,7 @@ class Command(BaseCommand):
             raise CommandError("the endpoint has no signing secret, only public keys: pass --secret whsk_...")
         if endpoint.scheme == "stripe":
             try:
-                event = samples.stripe_trigger_event(event_type)
+                event = samples.stripe_trigger_event(event_type, livemode=endpoint.mode == "live")
             except KeyError as exc:
                 raise CommandError(str(exc.args[0])) from None
             event_id = event["id"]

@@ -13,6 +13,7 @@ from webhooks.services import (
     webhook_endpoint_create,
     webhook_endpoint_get,
 )
+from webhooks.throttling import webhook_endpoint_sources_set
 
 
 def _secret_arguments(parser) -> None:
@@ -32,6 +33,13 @@ class Command(BaseCommand):
         create.add_argument("--scheme", required=True, choices=sorted(SCHEMES))
         _secret_arguments(create)
         create.add_argument("--description", default="")
+        create.add_argument("--mode", choices=["live", "test"], default="live", help="Stripe livemode this endpoint fulfils")
+        create.add_argument(
+            "--allow-ip", action="append", default=[], metavar="CIDR", help="accept deliveries only from here (repeatable)"
+        )
+        sources = sub.add_parser("set-sources", help="replace the endpoint's IP allowlist; none given: any address")
+        sources.add_argument("slug")
+        sources.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
         add = sub.add_parser("add-secret", help="add a secret; old and new both verify")
         add.add_argument("slug")
         _secret_arguments(add)
@@ -49,9 +57,15 @@ class Command(BaseCommand):
             if action == "create":
                 endpoint = webhook_endpoint_create(
                     slug=options["slug"], scheme=options["scheme"], secret=self._secret(options),
-                    description=options["description"], source="command webhook_endpoint create",
+                    description=options["description"],
+                    mode=options["mode"], allowed_sources=options["allow_ip"], source="command webhook_endpoint create",
                 )
                 self.stdout.write(f"created endpoint {endpoint.slug} ({endpoint.scheme}): POST /webhooks/{endpoint.slug}/")
+            elif action == "set-sources":
+                endpoint = webhook_endpoint_sources_set(
+                    endpoint=webhook_endpoint_get(slug=options["slug"]), allowed_sources=options["allow_ip"]
+                )
+                self.stdout.write(f"{endpoint.slug} accepts deliveries from {', '.join(endpoint.allowed_sources) or 'any address'}")
             elif action == "add-secret":
                 expire = options["expire_others_in"]
                 expire_in = secret_expiry_parse(expire) if expire is not None else None
