@@ -12,7 +12,8 @@ payhook is starting (web, worker and beat; Ctrl-C stops all three).
 
   service   {base}/
   admin     {base}/admin/            (create a login: .venv/bin/python manage.py createsuperuser)
-  API       {base}/api/v1/           (schema: {base}/api/schema/)
+  API       {base}/api/v1/
+  API docs  {base}/api/docs/         (after logging in to the admin; schema: {base}/api/schema/)
 
 See an event go through, in a second terminal:
   .venv/bin/python manage.py webhook_endpoint create stripe --scheme stripe --secret whsec_dev_0123456789abcdef

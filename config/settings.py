@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "webhooks",
     "fulfillment",
     "notifications",
@@ -208,6 +209,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read stored webhook events, entitlements, notifications and the audit log.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads Swagger UI from our own static files (WhiteNoise), not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "DeadLetterStatusEnum": "webhooks.models.DeadLetter.Status",
         "WebhookEventStatusEnum": "webhooks.models.WebhookEvent.Status",

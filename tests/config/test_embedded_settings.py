@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from config import devrun
 
@@ -78,7 +80,23 @@ def test_make_run_banner_names_the_urls_and_the_first_commands(capsys):
 
     out = capsys.readouterr().out
     base = f"http://127.0.0.1:{port}"
-    for expected in (f"{base}/", f"{base}/admin/", f"{base}/api/v1/", f"{base}/api/schema/", "createsuperuser",
+    for expected in (f"{base}/", f"{base}/admin/", f"{base}/api/v1/", f"{base}/api/docs/", "createsuperuser",
                      "webhook_endpoint create stripe", "import_catalog docs/examples/catalog.json",
                      f"send_test_webhook stripe checkout.session.completed --url {base}/webhooks/stripe/"):
         assert expected in out
+
+
+def test_api_docs_need_a_login_and_load_swagger_ui_from_our_own_static_files(client, db):
+    assert client.get("/api/docs/").status_code in (401, 403)
+
+    client.force_login(get_user_model().objects.create_user("reader"))
+    page = client.get("/api/docs/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "cdn.jsdelivr.net" not in html
+    bundle = re.search(r'src="(/static/[^"]*swagger-ui-bundle\.js)"', html)
+    assert bundle, html[:2000]
+    script = client.get(bundle.group(1))
+    assert script.status_code == 200
+    assert "javascript" in script["Content-Type"]
