@@ -47,7 +47,7 @@ def test_mail_goes_to_files_never_to_the_console_by_default(tmp_path):
 
     assert embedded["email"] == "django.core.mail.backends.filebased.EmailBackend"
     assert embedded["mail"] == str(tmp_path / "var" / "mail")
-    assert "console" not in (settings.BASE_DIR / "config" / "devenv.py").read_text()
+    assert "console.EmailBackend" not in (settings.BASE_DIR / "config" / "devenv.py").read_text()
 
 
 def test_the_admin_stylesheet_is_served_without_collectstatic(client):
