@@ -4,10 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install migrate check-python bench lint clean
+.PHONY: run test install migrate check-python port-free bench lint clean
 
-run: install .env migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 --procfile Procfile
+PORT ?= 8000
+
+# The port is checked first (one line if taken, before any install), and again just before start.
+run: check-python port-free install .env migrate
+	@$(BIN)/python config/devrun.py $(PORT)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
+
+# $(error) makes the refusal one line, without make's own "Error 1" line after it.
+port-free: check-python
+	$(eval PORT_TAKEN := $(shell $(PYTHON) config/devrun.py --check $(PORT) 2>&1))
+	$(if $(PORT_TAKEN),$(error $(PORT_TAKEN)))
 
 test: install
 	$(BIN)/pytest
@@ -39,4 +48,4 @@ bench: install
 	$(BIN)/python bench/replay.py
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule*
+	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule* var/mail var/static

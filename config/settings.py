@@ -9,13 +9,15 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 # `make run` writes a .env with generated development keys on first start; production sets real
 # environment variables instead, which always win over the file.
 if (BASE_DIR / ".env").is_file():
     env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+# Everything the embedded default writes (SQLite file, broker folders, beat schedule, mail, static
+# files): one directory, so a test can run the whole `make run` configuration in a temporary one.
+VAR_DIR = BASE_DIR / env.str("PAYHOOK_VAR_DIR", default="var")  # relative to the checkout, or absolute
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
@@ -60,6 +62,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "webhooks",
     "fulfillment",
     "notifications",
@@ -68,6 +71,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS and JS) from the web process itself, in every mode.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -94,7 +99,7 @@ TEMPLATES = [
     },
 ]
 
-VAR_DIR.mkdir(exist_ok=True)
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'payhook.sqlite3'}")}
 # Persistent connections keep the webhook hot path to one round trip per statement; health checks
 # stop a connection the database dropped from failing the next request.
@@ -120,6 +125,10 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns about a missing one; collectstatic is optional
+# Served straight from the apps' static folders, so no path (make run, tests, the image) needs
+# collectstatic first; `collectstatic` into STATIC_ROOT still works and is served too.
+WHITENOISE_USE_FINDERS = True
 
 # --- Encryption at rest ---------------------------------------------------------------------
 # Comma-separated Fernet keys; the first encrypts, all decrypt. Rotation: prepend a new key, run
@@ -159,7 +168,7 @@ WEBHOOK_SOURCES_CACHE_SECONDS = env.float("WEBHOOK_SOURCES_CACHE_SECONDS", defau
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's filesystem transport under var/, shared by the
 # separate web, worker and beat processes of `make run`.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")  # a host, or kombu warns on every connection
 CELERY_BROKER_VISIBILITY_TIMEOUT = env.int("CELERY_BROKER_VISIBILITY_TIMEOUT", default=3600)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
@@ -168,6 +177,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "store_processed": False,
+        # kombu's default is ./control in the current directory; keep it with the rest of var/.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
@@ -218,7 +229,8 @@ elif CACHES["default"]["BACKEND"] == "django.core.cache.backends.filebased.FileB
     CACHES["default"].setdefault("OPTIONS", {}).setdefault("MAX_ENTRIES", 10_000)
 
 # --- Email ------------------------------------------------------------------------------------
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Files under var/mail/ by default, never the console: a recipient address in a terminal or a log is PII.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
@@ -247,6 +259,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read stored webhook events, entitlements, notifications and the audit log.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads Swagger UI from our own static files (WhiteNoise), not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "DeadLetterStatusEnum": "webhooks.models.DeadLetter.Status",
         "WebhookEventStatusEnum": "webhooks.models.WebhookEvent.Status",
@@ -264,6 +279,12 @@ LOGGING = {
     "loggers": {
         # Django's request logger prints the request (path, and on 5xx the whole META) — keep it quiet.
         "django.request": {"level": "ERROR", "propagate": True},
+        # Celery's own lines (task received/succeeded per message, beat's "Sending due task" every
+        # few seconds) drown the one line per event and per problem that payhook logs itself.
+        "celery": {"level": env.str("CELERY_INTERNAL_LOG_LEVEL", default="WARNING")},
+        # …but keep the worker's "Connected to …" and "… ready." lines: start-up stays visible.
+        "celery.apps.worker": {"level": "INFO"},
+        "celery.worker.consumer.connection": {"level": "INFO"},
     },
 }
 

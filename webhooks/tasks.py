@@ -37,7 +37,9 @@ def webhook_events_process(event_ids: list[str]) -> None:
     with notification_deliveries_batched():
         for event_id in event_ids:
             try:
-                services.webhook_event_process(event_id=event_id)
+                status = services.webhook_event_process(event_id=event_id)
+                if status and status != "dead":  # a dead letter logs its own warning
+                    logger.info("event %s: event=%s", status, event_id)
             except TRANSIENT_ERRORS as exc:
                 _retry_later(event_id, exc)
             except Exception as exc:  # a bug or unreadable data: no retry can fix it
