@@ -43,7 +43,6 @@ def embedded(tmp_path):
         WEB_CONCURRENCY="1",
         CELERY_CONCURRENCY="1",
         DJANGO_LOG_LEVEL="INFO",  # as under `make run`; the test settings default to WARNING
-        WEBHOOK_ENDPOINT_CACHE_SECONDS="0",
         WEBHOOK_SWEEP_INTERVAL_SECONDS="2",  # beat sends every 2 s: its chatter would show in the logs
     )
     for name in ("EMAIL_BACKEND", "EMAIL_FILE_PATH", "CELERY_INTERNAL_LOG_LEVEL", "BIND"):
