@@ -1,9 +1,9 @@
 import django_filters
 from rest_framework import generics, serializers
-from rest_framework.pagination import CursorPagination
 
 from audit.models import AuditAction, AuditEntry
 from audit.selectors import audit_entry_filter_subject, audit_entry_list
+from config.pagination import CursorPagination
 from config.permissions import SUPPORT, in_groups
 
 

@@ -2,9 +2,10 @@ import django_filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from config.pagination import CursorPagination
+from config.parsers import API_PARSERS
 from config.permissions import OPERATORS, SUPPORT, in_groups
 from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
 from webhooks.models import DeadLetter, WebhookEvent
@@ -131,6 +132,7 @@ class DeadLetterViewSet(viewsets.ReadOnlyModelViewSet):
     """Work that failed for good; operators replay, resolve or discard it."""
 
     permission_classes = [in_groups(OPERATORS)]
+    parser_classes = API_PARSERS
     filterset_class = DeadLetterFilter
     pagination_class = DeadLetterPagination
 

@@ -51,3 +51,9 @@ class InvalidSecret(WebhookError):
 class EndpointNotFound(WebhookError):
     code = "endpoint_not_found"
     status_code = 404
+
+
+class MalformedBody(WebhookError):
+    """The request's framing could not be read (a broken chunked encoding, a client gone mid-body)."""
+
+    code = "malformed_body"

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from config import encryption
 from config.db import rows_insert_new
@@ -130,6 +131,7 @@ class ReceiveResult:
     created: bool
 
 
+@sensitive_variables("body", "endpoint", "delivery", "event")
 def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
 
