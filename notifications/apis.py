@@ -30,7 +30,7 @@ class IsUserThemself(BasePermission):
 
 
 class NotificationFilter(django_filters.FilterSet):
-    user = django_filters.NumberFilter(field_name="user_id")
+    user = django_filters.NumberFilter(field_name="user_id", min_value=1, max_value=2**63 - 1)  # bigint
     event = django_filters.UUIDFilter(field_name="event_id")
     channel = django_filters.ChoiceFilter(choices=Channel.choices)
     category = django_filters.ChoiceFilter(choices=Category.choices)
