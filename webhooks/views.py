@@ -44,13 +44,13 @@ def _body_read(request) -> bytes:
     would read empty; the server (gunicorn) decodes chunked framing on wsgi.input itself.
     """
     limit = settings.WEBHOOK_MAX_BODY_BYTES
-    declared = request.META.get("CONTENT_LENGTH")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0  # as Django reads it; gunicorn refuses such a request before we run
+    if declared > limit:
+        raise PayloadTooLarge("the body exceeds WEBHOOK_MAX_BODY_BYTES")
     if declared:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge("the body exceeds WEBHOOK_MAX_BODY_BYTES")
-        except ValueError:
-            pass  # Django reads an unreadable length as 0
         stream = request
     elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
         stream = request.META["wsgi.input"]
@@ -71,4 +71,7 @@ def _body_read(request) -> bytes:
         raise MalformedBody("the request body could not be read") from None
     if size > limit:
         raise PayloadTooLarge("the body exceeds WEBHOOK_MAX_BODY_BYTES")
+    if declared and size < declared:
+        # The client closed before sending what it declared: an incomplete request, not a delivery.
+        raise MalformedBody("the request body is shorter than its Content-Length")
     return b"".join(chunks)
