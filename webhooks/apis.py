@@ -4,6 +4,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.filters import UtcDateTimeFilter
 from config.pagination import CursorPagination
 from config.parsers import API_PARSERS
 from config.permissions import OPERATORS, SUPPORT, in_groups
@@ -16,8 +17,8 @@ class EventFilter(django_filters.FilterSet):
     endpoint = django_filters.CharFilter(field_name="endpoint__slug")
     type = django_filters.CharFilter(field_name="event_type")
     status = django_filters.ChoiceFilter(choices=WebhookEvent.Status.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="received_at", lookup_expr="lt")
 
     class Meta:
         model = WebhookEvent
@@ -88,8 +89,8 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
 class DeadLetterFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=DeadLetter.Status.choices)
     task = django_filters.CharFilter(field_name="task_name")
-    since = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="last_failed_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="last_failed_at", lookup_expr="lt")
 
     class Meta:
         model = DeadLetter

@@ -356,6 +356,45 @@ def test_hostile_paths_methods_content_types(web, endpoints):
     _run(web, path_method_type_cases())
 
 
+def test_hostile_api_queries_with_a_valid_token(web, endpoints):
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+
+    from tests.webhooks.factories import WebhookEventFactory
+
+    WebhookEventFactory.create_batch(3)
+    user = User.objects.create_user(username="hostile-staff")
+    user.groups.add(*Group.objects.all())
+    auth = [("Authorization", f"Token {Token.objects.create(user=user).key}")]
+    cases = [
+        Case(f"api {path}", status, code, method=method, path=path, headers=auth, body=body)
+        for method, path, status, code, body in [
+            ("GET", "/api/v1/events/?cursor=cD1ub3RhZGF0ZQ==", 400, "invalid_cursor", b""),
+            ("GET", "/api/v1/audit/?cursor=cD1ub3RhZGF0ZQ==", 400, "invalid_cursor", b""),
+            ("GET", "/api/v1/entitlements/?user=9223372036854775808", 400, "invalid", b""),
+            ("GET", "/api/v1/notifications/?user=9223372036854775808", 400, "invalid", b""),
+            ("GET", "/api/v1/events/00000000-0000-0000-0000-000000000000/", 404, "not_found", b""),
+            ("GET", "/api/v1/dead-letters/999999/", 404, "not_found", b""),
+            ("PUT", f"/api/v1/users/{user.pk}/notification-preferences/", 400, "parse_error",
+             b'{"preferences": ' + b"[" * 1000 + b"]" * 1000 + b"}"),
+            ("PUT", f"/api/v1/users/{user.pk}/notification-preferences/", 400, "parse_error", b'{"a": NaN}'),
+        ]
+    ]
+    for field_name in ("since", "until"):
+        for value in ("0001-01-01T00:00:00%2B01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00-23:59"):
+            for base in ("/api/v1/events/", "/api/v1/dead-letters/", "/api/v1/audit/"):
+                cases.append(Case(f"api {base} {field_name}={value}", 200, None, method="GET", path=f"{base}?{field_name}={value}", headers=auth))
+    failures = []
+    for case in cases:
+        if case.code is None:  # 200 with a JSON page, or a 400 with a JSON code: never a 5xx or HTML
+            status, content_type, _ = _send(web, case)
+            if status >= 500 or not content_type.startswith("application/json"):
+                failures.append(f"{case.name}: {status} {content_type}")
+        elif problem := _check(web, case):
+            failures.append(problem)
+    assert not failures, "\n".join(failures)
+
+
 def test_the_suite_is_a_few_hundred_requests():
     families = (header_cases, random_header_cases, body_cases, framing_cases, path_method_type_cases)
     assert sum(len(family()) for family in families) >= 250
