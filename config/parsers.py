@@ -1,18 +1,17 @@
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
-from webhooks.exceptions import InvalidPayload
-from webhooks.schemes.base import json_strict_loads
+from config.strict_json import NotStrictJson, strict_json_loads
 
 
 class StrictJSONParser(JSONParser):
     """DRF's JSONParser recurses without a bound (a body nested 1,000 deep was a 500) and accepts
-    NaN and duplicate keys; this one parses with the webhook receiver's strict parser."""
+    NaN and duplicate keys; this one parses as strictly as the webhook receiver does."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return json_strict_loads(stream.read() if stream is not None else b"")
-        except InvalidPayload:
+            return strict_json_loads(stream.read() if stream is not None else b"")
+        except NotStrictJson:
             raise ParseError("the body is not strict JSON") from None
 
 

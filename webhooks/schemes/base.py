@@ -3,15 +3,13 @@
 import hashlib
 import hmac
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
-from itertools import accumulate
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.views.decorators.debug import sensitive_variables
 
+from config.strict_json import NotStrictJson, strict_json_loads
 from webhooks.exceptions import InvalidPayload, MalformedSignature, TimestampOutOfTolerance
 
 # Bounds on what a request may make us do before its signature verifies. Real senders put one
@@ -21,9 +19,6 @@ MAX_SIGNATURE_ENTRIES = 32
 # Unix seconds need 10 digits until 2286; anything longer is not a timestamp, and int() on thousands
 # of digits raises (and costs) before any check could refuse it.
 MAX_TIMESTAMP_DIGITS = 12
-# Provider payloads nest a handful of levels; json.loads recurses per level and would raise
-# RecursionError somewhere near 1,000, so depth is counted on the bytes before parsing.
-MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -96,56 +91,13 @@ def timestamp_check(timestamp: int, *, tolerance: int, now: float) -> None:
         raise TimestampOutOfTolerance("the signed timestamp is outside the tolerance window")
 
 
-class _NotStrictJson(ValueError):
-    pass
-
-
-def _constant_refuse(name: str):
-    raise _NotStrictJson(f"{name} is not JSON")
-
-
-def _float_parse(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999: valid syntax, but it would be stored and hashed as Infinity
-        raise _NotStrictJson("a number out of range")
-    return value
-
-
-def _object_build(pairs: list[tuple[str, object]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        # RFC 8259 leaves duplicate names undefined; parsers disagree on which one wins.
-        raise _NotStrictJson("an object with a duplicate key")
-    return obj
-
-
-# A JSON string (so that brackets inside strings are not counted), or one bracket.
-_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
-_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def json_depth(data: bytes) -> int:
-    """The deepest bracket nesting of `data`, brackets inside strings ignored; never recurses."""
-    steps = (_DEPTH_STEP.get(m.group()[0], 0) for m in _STRING_OR_BRACKET.finditer(data))
-    return max(accumulate(steps), default=0)
-
-
-@sensitive_variables("body", "text", "payload")
+@sensitive_variables("body")
 def json_strict_loads(body: bytes):
-    """Parse strict RFC 8259 JSON or raise InvalidPayload: UTF-8 only, no NaN/Infinity, no duplicate
-    keys, no lone surrogates, at most MAX_JSON_DEPTH levels deep."""
-    if json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidPayload("the body nests deeper than allowed")
+    """The verified body as strict RFC 8259 JSON (config.strict_json), or InvalidPayload."""
     try:
-        text = body.decode("utf-8")  # json.loads(bytes) would also accept UTF-16 and UTF-32
-        payload = json.loads(
-            text, parse_constant=_constant_refuse, parse_float=_float_parse, object_pairs_hook=_object_build
-        )
-        # "\ud800" parses to a lone surrogate that no UTF-8 encoder (nor PostgreSQL) accepts.
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
+        return strict_json_loads(body)
+    except NotStrictJson:
         raise InvalidPayload("the body is not strict JSON") from None
-    return payload
 
 
 def json_object_parse(body: bytes) -> dict:

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from webhooks.exceptions import InvalidPayload, SignatureError
 from webhooks.schemes import standard, stripe
-from webhooks.schemes.base import MAX_JSON_DEPTH, json_strict_loads
+from config.strict_json import MAX_JSON_DEPTH
+from webhooks.schemes.base import json_strict_loads
 
 KEYS_STRIPE = [stripe.scheme.secret_parse("whsec_" + "a" * 32)]
 KEYS_STANDARD = [standard.scheme.secret_parse("whsec_" + "A" * 44)]
