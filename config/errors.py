@@ -19,13 +19,14 @@ _KEPT_HEADERS = ("Allow", "Retry-After")
 
 
 def _is_json_path(request) -> bool:
-    return request.path_info.startswith(JSON_PREFIXES)
+    path = request.path_info
+    return path.startswith(JSON_PREFIXES) or path in ("/webhooks", "/api")
 
 
 def error_code(request, status: int) -> str:
     if status == 404:
         # Under /webhooks/ every path that does not resolve names an endpoint that does not exist.
-        return "unknown_endpoint" if request.path_info.startswith("/webhooks/") else "not_found"
+        return "unknown_endpoint" if request.path_info.startswith("/webhooks") else "not_found"
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:

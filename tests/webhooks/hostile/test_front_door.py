@@ -157,7 +157,7 @@ def test_a_post_without_the_trailing_slash_is_served_like_the_slashed_path(debug
     assert WebhookEvent.objects.count() == 1
 
 
-@pytest.mark.parametrize("path", ["/webhooks/nobody/", "/webhooks/nobody", "/webhooks/a/b/c", "/webhooks/%00/"])
+@pytest.mark.parametrize("path", ["/webhooks/nobody/", "/webhooks/nobody", "/webhooks/a/b/c", "/webhooks/%00/", "/webhooks"])
 def test_an_unknown_webhook_path_is_a_json_404_even_under_debug(debug_client, db, path):
     _assert_json_error(debug_client.post(path, b"{}", content_type="application/json"), 404, "unknown_endpoint")
 
