@@ -1,9 +1,10 @@
 import django_filters
 from rest_framework import generics, serializers
-from rest_framework.pagination import CursorPagination
 
 from audit.models import AuditAction, AuditEntry
 from audit.selectors import audit_entry_filter_subject, audit_entry_list
+from config.filters import UtcDateTimeFilter
+from config.pagination import CursorPagination
 from config.permissions import SUPPORT, in_groups
 
 
@@ -13,8 +14,8 @@ class AuditEntryFilter(django_filters.FilterSet):
     )
     action = django_filters.ChoiceFilter(choices=AuditAction.choices)
     event = django_filters.UUIDFilter(field_name="event_id")
-    since = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEntry

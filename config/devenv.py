@@ -5,7 +5,7 @@ import secrets
 from cryptography.fernet import Fernet
 
 print("# Generated for local development by `make run`. Never use these values in production.")
-print("DJANGO_DEBUG=true")
+# DEBUG stays off (the settings default): its error pages list local variables. Opt in with DJANGO_DEBUG=true.
 print(f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}")
 print(f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}")
 print(f"BLIND_INDEX_KEY={secrets.token_urlsafe(32)}")

@@ -1,3 +1,6 @@
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -15,6 +18,15 @@ def api_exception_handler(exc, context):
         response = exception_handler(exc, context)
         response.data = {"error": "not_authenticated", "detail": str(exc.detail)}
         return response
+    if isinstance(exc, (DjangoValidationError, OverflowError)):
+        # A client's value that passed the filter's parsing but not the model field's conversion
+        # (a datetime at the calendar's edge): the request's fault, never a 500.
+        return Response({"error": "invalid_parameter", "detail": "a parameter is out of range"}, status=400)
+    # DRF converts these two itself, but `exc` would keep Django's class, which has no code.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
     if response is not None:
         code = getattr(exc, "default_code", "error")

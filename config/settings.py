@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.errors.JsonErrorMiddleware",  # outermost: sees every answer, even Django's own error pages
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JS) from the web process itself, in every mode.
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -1,9 +1,9 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 
 from config.exceptions import ApplicationError
+from config.pagination import CursorPagination
 from config.permissions import OPERATORS, SERVICES, SUPPORT, in_groups
 from fulfillment.models import Entitlement
 from fulfillment.selectors import entitlement_list
@@ -27,7 +27,7 @@ class EntitlementListApi(ListAPIView):
     pagination_class = EntitlementPagination
 
     class FilterSerializer(serializers.Serializer):
-        user = serializers.IntegerField(required=False, min_value=1)
+        user = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)  # bigint
         customer = serializers.CharField(required=False, max_length=255)
         include_inactive = serializers.BooleanField(required=False, default=False)
 

@@ -2,11 +2,12 @@ import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.pagination import CursorPagination
+from config.parsers import API_PARSERS
 from config.permissions import OPERATORS, SUPPORT, in_groups
 from notifications.models import Category, Channel, Notification
 from notifications.selectors import notification_list, notification_preferences_effective, notification_user_get
@@ -29,7 +30,7 @@ class IsUserThemself(BasePermission):
 
 
 class NotificationFilter(django_filters.FilterSet):
-    user = django_filters.NumberFilter(field_name="user_id")
+    user = django_filters.NumberFilter(field_name="user_id", min_value=1, max_value=2**63 - 1)  # bigint
     event = django_filters.UUIDFilter(field_name="event_id")
     channel = django_filters.ChoiceFilter(choices=Channel.choices)
     category = django_filters.ChoiceFilter(choices=Category.choices)
@@ -76,6 +77,7 @@ class NotificationPreferencesApi(APIView):
     """The effective category × channel matrix (defaults included); PUT applies a partial or full one."""
 
     permission_classes = [StaffReaders | IsUserThemself]
+    parser_classes = API_PARSERS
 
     @extend_schema_serializer(component_name="NotificationPreferencesInput")
     class InputSerializer(serializers.Serializer):

@@ -2,9 +2,11 @@ import django_filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from config.filters import UtcDateTimeFilter
+from config.pagination import CursorPagination
+from config.parsers import API_PARSERS
 from config.permissions import OPERATORS, SUPPORT, in_groups
 from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
 from webhooks.models import DeadLetter, WebhookEvent
@@ -15,8 +17,8 @@ class EventFilter(django_filters.FilterSet):
     endpoint = django_filters.CharFilter(field_name="endpoint__slug")
     type = django_filters.CharFilter(field_name="event_type")
     status = django_filters.ChoiceFilter(choices=WebhookEvent.Status.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="received_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="received_at", lookup_expr="lt")
 
     class Meta:
         model = WebhookEvent
@@ -87,8 +89,8 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
 class DeadLetterFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=DeadLetter.Status.choices)
     task = django_filters.CharFilter(field_name="task_name")
-    since = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="last_failed_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="last_failed_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="last_failed_at", lookup_expr="lt")
 
     class Meta:
         model = DeadLetter
@@ -131,6 +133,7 @@ class DeadLetterViewSet(viewsets.ReadOnlyModelViewSet):
     """Work that failed for good; operators replay, resolve or discard it."""
 
     permission_classes = [in_groups(OPERATORS)]
+    parser_classes = API_PARSERS
     filterset_class = DeadLetterFilter
     pagination_class = DeadLetterPagination
 

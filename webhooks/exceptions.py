@@ -69,3 +69,9 @@ class RateLimited(WebhookError):
     def __init__(self, message: str = "", *, retry_after: int):
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class MalformedBody(WebhookError):
+    """The request's framing could not be read (a broken chunked encoding, a client gone mid-body)."""
+
+    code = "malformed_body"

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from audit.models import AuditAction
 from audit.services import audit_entry_append
@@ -288,6 +289,7 @@ class ReceiveResult:
     created: bool
 
 
+@sensitive_variables("body", "endpoint", "delivery", "event")
 def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
 

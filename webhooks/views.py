@@ -4,18 +4,23 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from webhooks.exceptions import PayloadTooLarge, WebhookError
+from webhooks.exceptions import MalformedBody, PayloadTooLarge, WebhookError
 from webhooks.services import webhook_event_receive
 from webhooks.throttling import webhook_refusal_record, webhook_request_admit
 
 logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 64 * 1024
 
 
 # CSRF does not apply to a provider's server-to-server POST; authenticity comes from the signature.
 # The view is not wrapped in ATOMIC_REQUESTS: storing is one autocommitted INSERT, and the answer
 # must not be sent before it is durable.
 @csrf_exempt
+@sensitive_post_parameters()
+@sensitive_variables("body")
 def webhook_receive(request, slug: str):
     if request.method != "POST":
         return JsonResponse({"error": "method_not_allowed"}, status=405, headers={"Allow": "POST"})
@@ -34,15 +39,42 @@ def webhook_receive(request, slug: str):
     return JsonResponse({"status": status, "event_id": result.event_id})
 
 
+@sensitive_variables("chunks", "chunk")
 def _body_read(request) -> bytes:
+    """The raw body, never buffering more than WEBHOOK_MAX_BODY_BYTES + 1 bytes.
+
+    Django's request.body reads CONTENT_LENGTH bytes only, so a chunked delivery (no Content-Length)
+    would read empty; the server (gunicorn) decodes chunked framing on wsgi.input itself.
+    """
     limit = settings.WEBHOOK_MAX_BODY_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        declared = 0
+        declared = 0  # as Django reads it; gunicorn refuses such a request before we run
     if declared > limit:
         raise PayloadTooLarge("the body exceeds WEBHOOK_MAX_BODY_BYTES")
-    body = request.body
-    if len(body) > limit:
+    if declared:
+        stream = request
+    elif "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        stream = request.META["wsgi.input"]
+    else:
+        return b""
+    chunks, size = [], 0
+    try:
+        while size <= limit:
+            chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception as exc:
+        # The server's body reader raises its own errors for broken framing (gunicorn's
+        # InvalidChunkSize, NoMoreData; Django's UnreadablePostError): the request's fault, not ours.
+        logger.warning("webhook body unreadable: error=%s", type(exc).__name__)
+        raise MalformedBody("the request body could not be read") from None
+    if size > limit:
         raise PayloadTooLarge("the body exceeds WEBHOOK_MAX_BODY_BYTES")
-    return body
+    if declared and size < declared:
+        # The client closed before sending what it declared: an incomplete request, not a delivery.
+        raise MalformedBody("the request body is shorter than its Content-Length")
+    return b"".join(chunks)

@@ -7,7 +7,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from webhooks.exceptions import InvalidPayload, TimestampOutOfTolerance
+from django.views.decorators.debug import sensitive_variables
+
+from config.strict_json import NotStrictJson, strict_json_loads
+from webhooks.exceptions import InvalidPayload, MalformedSignature, TimestampOutOfTolerance
+
+# Bounds on what a request may make us do before its signature verifies. Real senders put one
+# signature per active secret (two or three while a secret rolls); 32 entries of either scheme fit
+# well inside an 8 KiB header, the usual proxy limit.
+MAX_SIGNATURE_ENTRIES = 32
+# Unix seconds need 10 digits until 2286; anything longer is not a timestamp, and int() on thousands
+# of digits raises (and costs) before any check could refuse it.
+MAX_TIMESTAMP_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,22 @@ class Scheme:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@sensitive_variables("key", "message")
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
+
+
+@sensitive_variables("macs")
+def any_mac_matches(macs: Sequence[bytes], signatures: Sequence[bytes]) -> bool:
+    """Each key's MAC is computed once per request by the caller; this only compares, in constant time."""
+    return any(hmac.compare_digest(mac, signature) for mac in macs for signature in signatures)
+
+
+def timestamp_parse(value: str, *, name: str) -> int:
+    # isdigit() alone admits digits int() rejects, such as "²"; the length check comes before int().
+    if not (value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS):
+        raise MalformedSignature(f"{name} is not a unix timestamp")
+    return int(value)
 
 
 def timestamp_check(timestamp: int, *, tolerance: int, now: float) -> None:
@@ -66,11 +91,17 @@ def timestamp_check(timestamp: int, *, tolerance: int, now: float) -> None:
         raise TimestampOutOfTolerance("the signed timestamp is outside the tolerance window")
 
 
-def json_object_parse(body: bytes) -> dict:
+@sensitive_variables("body")
+def json_strict_loads(body: bytes):
+    """The verified body as strict RFC 8259 JSON (config.strict_json), or InvalidPayload."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidPayload("the body is not JSON") from None
+        return strict_json_loads(body)
+    except NotStrictJson:
+        raise InvalidPayload("the body is not strict JSON") from None
+
+
+def json_object_parse(body: bytes) -> dict:
+    payload = json_strict_loads(body)
     if not isinstance(payload, dict):
         raise InvalidPayload("the body is not a JSON object")
     return payload

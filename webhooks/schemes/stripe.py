@@ -4,18 +4,22 @@ The whole `whsec_...` string is the HMAC key. Several v1 values appear while Str
 any one matching any of our active secrets verifies.
 """
 
-import hmac
 from datetime import UTC, datetime
+
+from django.views.decorators.debug import sensitive_variables
 
 from webhooks.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
 from webhooks.schemes.base import (
+    MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
     VerifiedDelivery,
+    any_mac_matches,
     event_type_get,
     hmac_sha256,
     json_object_parse,
     timestamp_check,
+    timestamp_parse,
 )
 
 HEADER = "Stripe-Signature"
@@ -33,25 +37,34 @@ def _created_at(created) -> datetime | None:
 
 
 def _header_parse(header: str) -> tuple[int, list[bytes]]:
+    # t, the v1 entries and room for Stripe's test-mode v0: anything longer is not from Stripe, and
+    # is refused before it is split.
+    if header.count(",") >= 2 * MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature("Stripe-Signature has too many items")
     timestamp = None
-    signatures = []
+    signatures = set()
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
             raise MalformedSignature("Stripe-Signature has an item without '='")
         if key == "t":
-            # isdigit() alone admits digits int() rejects, such as "²".
-            if not (value.isascii() and value.isdigit()):
-                raise MalformedSignature("Stripe-Signature t is not a unix timestamp")
-            timestamp = int(value)
+            if timestamp is not None:
+                raise MalformedSignature("Stripe-Signature has more than one t")
+            timestamp = timestamp_parse(value, name="Stripe-Signature t")
         elif key == "v1":
+            # Only a 32-byte HMAC-SHA256 in hex can match; anything else is skipped before any crypto,
+            # and one unreadable value must not hide a valid one beside it.
+            if len(value) != 64:
+                continue
             try:
-                signatures.append(bytes.fromhex(value))
+                signatures.add(bytes.fromhex(value))
             except ValueError:
-                continue  # one unreadable value must not hide a valid one beside it
+                continue
+    if len(signatures) > MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature("Stripe-Signature has too many v1 signatures")
     if timestamp is None or not signatures:
         raise MalformedSignature("Stripe-Signature needs t and at least one v1")
-    return timestamp, signatures
+    return timestamp, list(signatures)
 
 
 class StripeScheme(Scheme):
@@ -63,18 +76,16 @@ class StripeScheme(Scheme):
             raise InvalidSecret("a Stripe endpoint secret starts with whsec_")
         return SigningKey(kind="hmac", material=secret.encode())
 
+    @sensitive_variables("body", "keys", "signed", "macs", "payload")
     def verify(self, *, headers, body, keys, tolerance, now):
         header = headers.get(HEADER)
         if not header:
             raise MissingSignature("no Stripe-Signature header")
         timestamp, signatures = _header_parse(header)
         signed = str(timestamp).encode() + b"." + body
-        if not any(
-            hmac.compare_digest(hmac_sha256(key.material, signed), signature)
-            for key in keys
-            if key.kind == "hmac"
-            for signature in signatures
-        ):
+        # One HMAC over the body per key, however many entries the header carries.
+        macs = [hmac_sha256(key.material, signed) for key in keys if key.kind == "hmac"]
+        if not any_mac_matches(macs, signatures):
             raise InvalidSignature("no signature matches an active secret")
         timestamp_check(timestamp, tolerance=tolerance, now=now)
         payload = json_object_parse(body)
@@ -96,6 +107,7 @@ class StripeScheme(Scheme):
 
         return stripe_facts(payload)
 
+    @sensitive_variables("secret", "body", "signature")
     def sign(self, *, secret, body, timestamp, event_id):
         signature = hmac_sha256(secret.encode(), str(timestamp).encode() + b"." + body).hex()
         return {HEADER: f"t={timestamp},v1={signature}"}

@@ -224,7 +224,10 @@ def test_the_previous_link_walks_back(operator):
     assert [item["id"] for item in back["results"]] == [item["id"] for item in first["results"]]
 
 
-def test_a_tampered_cursor_is_not_found(operator):
+@pytest.mark.parametrize("cursor", ["garbage", "cD1ub3RhZGF0ZQ=="], ids=["not-base64", "p=notadate"])
+def test_a_tampered_cursor_is_a_400_invalid_cursor(operator, cursor):
     WebhookEventFactory.create_batch(3)
 
-    assert operator.get("/api/v1/events/", {"cursor": "garbage"}).status_code == 404
+    response = operator.get("/api/v1/events/", {"cursor": cursor})
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_cursor")
