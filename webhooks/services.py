@@ -74,6 +74,7 @@ def _endpoint_lock(endpoint_id: int) -> WebhookEndpoint:
     return WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _secret_matching(endpoint: WebhookEndpoint, secret: str) -> EndpointSecret | None:
     """The endpoint's row holding `secret`, found by decrypting each (an endpoint has a handful) and
     comparing in constant time: independent of any fingerprint key, so no rotation can make it miss."""
@@ -200,6 +201,7 @@ def webhook_endpoint_get(*, slug: str) -> WebhookEndpoint:
         raise EndpointNotFound(f"no endpoint {slug!r}") from None
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def endpoint_secrets_decrypted(*, endpoint: WebhookEndpoint) -> list[str]:
     return [encryption.decrypt(row.value_encrypted).decode() for row in endpoint.secrets.all()]
 
@@ -229,6 +231,7 @@ def endpoint_cache_clear() -> None:
     _endpoint_cache.clear()
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _endpoint_keys_load(slug: str) -> _EndpointKeys:
     endpoint = WebhookEndpoint.objects.filter(slug=slug, is_active=True).prefetch_related("secrets").first()
     if endpoint is None:
@@ -244,6 +247,7 @@ def _endpoint_keys_load(slug: str) -> _EndpointKeys:
     return entry
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _endpoint_keys_get(slug: str) -> tuple[_EndpointKeys, bool]:
     """The endpoint's keys from this process's cache (loaded on first use); and whether they came
     from the cache, i.e. may be stale."""
@@ -253,6 +257,7 @@ def _endpoint_keys_get(slug: str) -> tuple[_EndpointKeys, bool]:
     return _endpoint_keys_load(slug), False
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _endpoint_keys_current(entry: _EndpointKeys) -> _EndpointKeys | None:
     """After cached keys failed to verify: a fresh copy if the endpoint changed since, else None.
     One indexed read when nothing changed, so a refusal stays cheap."""
@@ -262,6 +267,7 @@ def _endpoint_keys_current(entry: _EndpointKeys) -> _EndpointKeys | None:
     return _endpoint_keys_load(entry.slug)
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _verify(entry: _EndpointKeys, *, body: bytes, headers) -> VerifiedDelivery:
     now = time.time()
     return scheme_get(entry.scheme).verify(
@@ -269,6 +275,7 @@ def _verify(entry: _EndpointKeys, *, body: bytes, headers) -> VerifiedDelivery:
     )
 
 
+@sensitive_variables()  # every local: keys, secrets, the body
 def _verify_current(entry: _EndpointKeys, cached: bool, *, body: bytes, headers) -> tuple[_EndpointKeys, VerifiedDelivery]:
     """Verify with `entry`; if cached keys find no matching signature, re-check once against the
     database (a secret added in another process verifies on its very next request)."""
@@ -289,7 +296,7 @@ class ReceiveResult:
     created: bool
 
 
-@sensitive_variables("body", "endpoint", "delivery", "event")
+@sensitive_variables()  # every local: keys, secrets, the body
 def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     """Verify a delivery over its raw bytes and store it once under `<slug>:<provider event id>`.
 

@@ -26,7 +26,7 @@ class SigningKey:
     """An endpoint secret ready to verify with: `kind` as in EndpointSecret.Kind, `material` the key."""
 
     kind: str
-    material: bytes | object
+    material: bytes | object = field(repr=False)  # a repr (error report, log) never shows a key
 
 
 @dataclass(frozen=True)
