@@ -109,7 +109,11 @@ WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES + 1, 2_621_440)
 # The outbox relay re-dispatches stored events that are still `received` after this many seconds.
 WEBHOOK_REDISPATCH_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_AFTER_SECONDS", default=30)
+# An unleased event whose message was published this long ago is taken as lost by the broker.
 WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS", default=600)
+# A worker leases the events it works on for this long and renews the lease while working; a dead
+# worker's events are republished by the sweep once it lapses (lease + one sweep interval).
+WEBHOOK_LEASE_SECONDS = env.int("WEBHOOK_LEASE_SECONDS", default=30)
 # Endpoint secrets are cached per process; a secret added or removed elsewhere applies within this.
 WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=5.0)
 # A poison event (one that kills its worker every time) is dead-lettered after this many attempts.
@@ -155,7 +159,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "notification-emails-queued-deliver": {
         "task": "notifications.tasks.notification_emails_queued_deliver",
-        "schedule": env.float("NOTIFICATION_RECOVERY_INTERVAL_SECONDS", default=60.0),
+        "schedule": env.float("NOTIFICATION_RECOVERY_INTERVAL_SECONDS", default=15.0),
     },
     "dead-letters-watch": {
         "task": "webhooks.monitoring.dead_letters_watch",
@@ -164,6 +168,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The watch logs a warning when the dead-letter table holds this many open rows, or when the
 # oldest unfinished event is older than this.
+# E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
+# however short: the worker and the recovery task both claim a row before sending, and one wins.
+NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SECONDS", default=15.0)
 DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
 

@@ -1,7 +1,5 @@
 import logging
-import threading
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,7 +9,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_entries_deferred, audit_entry_append
+from audit.services import audit_entry_append
 from notifications.exceptions import (
     CategoryMismatch,
     InvalidUnsubscribeToken,
@@ -51,10 +49,9 @@ def notification_send(
     with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
 
     Email is at-most-once. The row is written `queued` here; after the caller's transaction commits
-    (`transaction.on_commit`, or at the end of a `notification_deliveries_batched()` block) it is
-    claimed `queued → sending` in its own commit, sent, and becomes `sent` (or `failed` with the
-    exception type). A worker that dies before the claim leaves `queued`: nothing left, so the
-    recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
+    (`transaction.on_commit`) it is claimed `queued → sending` in its own commit, sent, and becomes
+    `sent` (or `failed` with the exception type) in another, one message at a time. A worker that
+    dies before the claim leaves `queued`: nothing left, so the recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
     after the claim leaves `sending`: the message may or may not have left, and resending could mail
     the user twice, so nothing resends it. Such rows surface through
     `notification_stale_sending_list()` and the admin's "stale sending" filter for an operator.
@@ -140,46 +137,22 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
     return Notification.Status.QUEUED, ""
 
 
-_batch = threading.local()
-
-
-@contextmanager
-def notification_deliveries_batched():
-    """Emails committed inside the block are sent when it ends, their outcomes recorded together.
-
-    A worker fulfilling a batch of events wraps the batch in this: instead of one transaction (and
-    one audit chain lock) per email after each event, there is one for the whole batch. Email stays
-    at most once: a row is `sending` from its event's commit until the outcome is recorded, and a
-    worker that dies in between leaves it `sending`, never resent. Emails of events that committed
-    are sent even if the block raises.
-    """
-    if getattr(_batch, "ids", None) is not None:
-        yield
-        return
-    _batch.ids = []
-    try:
-        yield
-    finally:
-        ids, _batch.ids = _batch.ids, None
-        if ids:
-            notification_emails_deliver(notification_ids=ids)
-
-
 def _delivery_schedule(notification_id) -> None:
-    ids = getattr(_batch, "ids", None)
-    if ids is not None:
-        ids.append(notification_id)
-    else:
-        notification_emails_deliver(notification_ids=[notification_id])
+    notification_emails_deliver(notification_ids=[notification_id])
 
 
 def notification_email_deliver(*, notification_id) -> str | None:
-    """Send one `sending` email row and record the outcome; see notification_emails_deliver."""
+    """Send one `queued` email row and record the outcome; see notification_emails_deliver."""
     return notification_emails_deliver(notification_ids=[notification_id]).get(str(notification_id))
 
 
-def notification_emails_queued_deliver(*, older_than_seconds: float = 60, limit: int = 500) -> int:
-    """Send queued emails whose worker died before handing them to the backend (recovery, beat)."""
+def notification_emails_queued_deliver(*, older_than_seconds: float | None = None, limit: int = 500) -> int:
+    """Send queued emails whose worker died before handing them to the backend (recovery, beat).
+
+    Safe against a live worker sending the same row: both go through the claim, and one wins.
+    """
+    if older_than_seconds is None:
+        older_than_seconds = settings.NOTIFICATION_RECOVERY_AFTER_SECONDS
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(
         Notification.objects.filter(status=Notification.Status.QUEUED, created_at__lt=cutoff)
@@ -190,38 +163,48 @@ def notification_emails_queued_deliver(*, older_than_seconds: float = 60, limit:
 
 
 def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
-    """Send `queued` email rows and record their outcomes. Returns {notification id: final status};
-    rows that are not (any longer) `queued` are left out.
+    """Send `queued` email rows one at a time and record each outcome. Returns {notification id:
+    final status}; rows that are not (any longer) `queued` are left out.
 
-    Runs after the creating transactions committed; no transaction is held open while the email
-    backend talks to the mail server. Not safe to call twice for one row (see notification_send):
-    only the on_commit hook of the row's creation leads here.
+    Per message: claim it (`queued → sending`, committed), send it, record the outcome (`sent` or
+    `failed`, with its audit entry) in its own commit, then the next. So a process that dies leaves at
+    most one row `sending` (the one on the wire, whose fate is unknown); the rows after it stay
+    `queued` for the recovery task. No transaction is held open while the backend talks to the mail
+    server.
     """
-    # Claim: queued → sending, committed before anything is sent. Only claimed rows are sent, so two
-    # deliverers (the batch and the recovery task) never send one row twice.
-    with transaction.atomic():
-        claimed = list(
-            Notification.objects.select_for_update(skip_locked=True)
-            .filter(id__in=notification_ids, status=Notification.Status.QUEUED)
-            .values_list("id", flat=True)
-        )
-        Notification.objects.filter(id__in=claimed).update(status=Notification.Status.SENDING)
-    rows = list(Notification.objects.select_related("user").filter(id__in=claimed))
-    outcomes: list[tuple[Notification, str, str]] = []
+    outcomes: dict[str, str] = {}
     with get_connection() as mail:
-        for notification in rows:
+        for notification_id in notification_ids:
+            notification = _email_claim(notification_id)
+            if notification is None:
+                continue
             try:
                 _email_message(notification, mail).send()
             except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
                 # Only the type: SMTP and provider errors quote recipient addresses in their messages.
-                outcomes.append((notification, Notification.Status.FAILED, type(exc).__name__))
+                status, error_type = Notification.Status.FAILED, type(exc).__name__
             else:
-                outcomes.append((notification, Notification.Status.SENT, ""))
-    with transaction.atomic(), audit_entries_deferred():
-        return {
-            str(notification.id): _email_outcome_record(notification, status, error_type=error_type)
-            for notification, status, error_type in outcomes
-        }
+                status, error_type = Notification.Status.SENT, ""
+            with transaction.atomic():
+                outcomes[str(notification.id)] = _email_outcome_record(notification, status, error_type=error_type)
+    return outcomes
+
+
+def _email_claim(notification_id) -> Notification | None:
+    """queued → sending, committed before anything is sent. Only the claimant sends, so two
+    deliverers (the worker and the recovery task) never send one row twice."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("user")
+            .filter(id=notification_id, status=Notification.Status.QUEUED)
+            .first()
+        )
+        if notification is None:
+            return None
+        notification.status = Notification.Status.SENDING
+        notification.save(update_fields=["status"])
+    return notification
 
 
 def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
