@@ -1,4 +1,5 @@
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -6,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_entry_append
@@ -185,9 +186,34 @@ def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
                 status, error_type = Notification.Status.FAILED, type(exc).__name__
             else:
                 status, error_type = Notification.Status.SENT, ""
-            with transaction.atomic():
-                outcomes[str(notification.id)] = _email_outcome_record(notification, status, error_type=error_type)
+            outcomes[str(notification.id)] = _email_outcome_record_persistently(notification, status, error_type=error_type)
     return outcomes
+
+
+# The outcome of a send is known only to the process that sent it; losing it to a database blip would
+# turn a delivered e-mail into an ambiguous `sending` row. So recording is retried for ~15 s.
+_RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _email_outcome_record_persistently(notification: Notification, status: str, *, error_type: str) -> str:
+    for delay in _RECORD_RETRY_DELAYS:
+        if connection.in_atomic_block:
+            break  # inside a caller's transaction a retry cannot help: record once, below
+        try:
+            with transaction.atomic():
+                return _email_outcome_record(notification, status, error_type=error_type)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("notification email outcome record will retry: notification=%s error=%s in=%.1fs",
+                           notification.id, type(exc).__name__, delay)
+            connection.close()  # a connection the database dropped is not reused
+            time.sleep(delay)
+    try:
+        with transaction.atomic():
+            return _email_outcome_record(notification, status, error_type=error_type)
+    except (OperationalError, InterfaceError) as exc:
+        logger.error("notification email outcome not recorded, row stays sending: notification=%s error=%s",
+                     notification.id, type(exc).__name__)
+        raise
 
 
 def _email_claim(notification_id) -> Notification | None:
