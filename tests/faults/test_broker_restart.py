@@ -51,6 +51,9 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing(purchases, stripe_e
         redis.kill()
 
     assert statuses == [200] * N
-    counts = invariants_check(expected_events=N)
+    # The fault landed: the worker lost its broker connection and re-established it.
+    assert "Connection to broker lost" in worker.log(), worker.log()[-3000:]
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail")
     assert counts["status_processed"] == N
     assert counts["entitlements"] == 2 * N
+    assert counts["emails_sent"] == N == counts["mail_messages"]
