@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "anymail",
     "webhooks",
     "fulfillment",
     "notifications",
@@ -184,6 +185,11 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))  # for the filebased backend
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="payhook <billing@payhook.invalid>")
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# django-anymail, for a provider's API backend (EMAIL_BACKEND=anymail.backends.<esp>.EmailBackend) and
+# its delivery events, which settle e-mails a dead worker left `sending` (docs/operations.md). JSON,
+# e.g. {"MAILGUN_API_KEY": "...", "WEBHOOK_SECRET": "user:password"}; the tracking webhook is served
+# only when WEBHOOK_SECRET is set.
+ANYMAIL = env.json("ANYMAIL", default={})
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

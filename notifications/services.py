@@ -2,12 +2,14 @@ import logging
 import time
 import uuid
 from datetime import timedelta
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_entry_append
@@ -229,8 +231,16 @@ def _email_claim(notification_id) -> Notification | None:
         if notification is None:
             return None
         notification.status = Notification.Status.SENDING
-        notification.save(update_fields=["status"])
+        notification.message_id = _message_id(notification)
+        notification.save(update_fields=["status", "message_id"])
     return notification
+
+
+def _message_id(notification: Notification) -> str:
+    """A Message-ID made from the notification id: an operator can look an ambiguous row up in the
+    mail provider's logs, and tracking events that quote the header find the row again."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "payhook.invalid"
+    return f"<notification.{notification.id}@{domain}>"
 
 
 def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
@@ -249,8 +259,12 @@ def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "Auto-Submitted": "auto-generated",
             "X-Payhook-Notification-Id": str(notification.id),
+            "Message-ID": notification.message_id or _message_id(notification),
         },
     )
+    # django-anymail sends this with the message and hands it back on the provider's tracking events
+    # (see notification_email_provider_event); other backends ignore the attribute.
+    message.metadata = {"notification_id": str(notification.id)}
     html = notification_render_optional(template=spec, part="email.html", context=notification.context, unsubscribe_url=unsubscribe_url)
     if html:
         message.attach_alternative(html, "text/html")
@@ -272,6 +286,58 @@ def _email_outcome_record(notification: Notification, status: str, *, error_type
     else:
         logger.info("notification email sent: notification=%s template=%s", notification.id, notification.template)
     return status
+
+
+# --- Delivery events from the mail provider ---------------------------------------------------------
+
+# Normalised by django-anymail (anymail.signals.EventType). Any of the first set proves the provider
+# took the message, so it left; the second set says the provider refused or could not deliver it.
+PROVIDER_EVENTS_SENT = frozenset({"queued", "sent", "deferred", "delivered", "autoresponded", "opened", "clicked",
+                                  "complained", "unsubscribed"})
+PROVIDER_EVENTS_FAILED = frozenset({"rejected", "failed", "bounced"})
+
+
+def notification_email_provider_event(*, event_type: str, notification_id: str = "", message_id: str = "") -> str | None:
+    """Settle a `sending` e-mail from the mail provider's delivery event. Returns the new status, or
+    None when the event settles nothing (unknown message, not `sending`, an event type that says
+    nothing about delivery).
+
+    A worker that died between the claim and the record leaves the row `sending`: whether the
+    message left is unknown to us, but known to the provider. Its tracking events (django-anymail
+    normalises them for every provider it supports) name the row by the metadata sent with the
+    message (`notification_id`) or by our Message-ID. Rows in any other state are left alone: a
+    `sent` row stays `sent` whatever the provider says later, and nothing is ever resent.
+    """
+    if event_type in PROVIDER_EVENTS_SENT:
+        status, error_type = Notification.Status.SENT, ""
+    elif event_type in PROVIDER_EVENTS_FAILED:
+        status, error_type = Notification.Status.FAILED, f"provider_{event_type}"
+    else:
+        return None
+    notification_uuid = _uuid_or_none(notification_id)
+    if notification_uuid is not None:
+        match = Q(id=notification_uuid)
+    elif message_id:
+        match = Q(message_id=message_id)
+    else:
+        return None
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(of=("self",))
+            .filter(match, channel=Channel.EMAIL, status=Notification.Status.SENDING)
+            .first()
+        )
+        if notification is None:
+            return None
+        logger.warning("notification email settled from a provider event: notification=%s event=%s", notification.id, event_type)
+        return _email_outcome_record(notification, status, error_type=error_type)
+
+
+def _uuid_or_none(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _audit(notification: Notification) -> None:
