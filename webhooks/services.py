@@ -220,7 +220,7 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
     lost = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS)
     Status = WebhookEvent.Status
     unpublished = Q(status=Status.RECEIVED, dispatched_at__isnull=True, received_at__lt=grace)
-    lease_lapsed = Q(status__in=[Status.RECEIVED, Status.PROCESSING], lease_expires_at__lt=now)
+    lease_lapsed = Q(status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__lt=now)
     message_lost = Q(
         status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__isnull=True, received_at__lt=lost
     ) & (Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))

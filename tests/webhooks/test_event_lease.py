@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from tests.webhooks.factories import WebhookEventFactory
 from webhooks import services
 from webhooks.models import WebhookEvent
 from webhooks.services import _attempt_claim, lease_holder_name, webhook_events_dispatch, webhook_events_lease
+from webhooks.tasks import webhook_events_process
 
 pytestmark = pytest.mark.django_db
 
@@ -100,14 +102,15 @@ class TestSweep:
         # A dead worker's message: one event mid-processing, one it had not reached yet.
         processing = _leased(LIVE_ELSEWHERE, -1, status="processing", dispatched_at=now, attempts=1)
         waiting = _leased(LIVE_ELSEWHERE, -1, status="received", dispatched_at=now)
+        retrying = _leased(LIVE_ELSEWHERE, -1, status="failed", dispatched_at=now)  # its retry's worker died
         _leased(LIVE_ELSEWHERE, 30, status="processing", dispatched_at=now)  # its holder is alive
 
-        assert webhook_events_dispatch() == 2
+        assert webhook_events_dispatch() == 3
         assert broker_flushed.llen("payhook") == 1
-        for event in (processing, waiting):
+        for event in (processing, waiting, retrying):
             event.refresh_from_db()
             assert (event.lease_holder, event.lease_expires_at) == ("", None)
-        assert "sweep republished 2 events whose worker lease lapsed" in caplog.text
+        assert "sweep republished 3 events whose worker lease lapsed" in caplog.text
         assert webhook_events_dispatch() == 0, "a lapse is republished once"
 
     def test_an_old_event_with_a_live_lease_is_left_to_its_holder(self, broker_flushed, settings):
@@ -123,3 +126,33 @@ class TestSweep:
         assert webhook_events_dispatch() == 1
         lost.refresh_from_db()
         assert lost.dispatched_at > recent
+
+
+class TestTheProcessingTask:
+    def test_it_leases_the_whole_message_before_the_first_event_and_renews_while_working(self, settings, monkeypatch):
+        settings.WEBHOOK_LEASE_SECONDS = 1  # renewed every third of a second
+        events = [WebhookEventFactory() for _ in range(3)]
+        ids = [str(event.id) for event in events]
+        seen = []
+
+        def process(*, event_id):
+            seen.append({str(e.id): (e.lease_holder, e.lease_expires_at) for e in WebhookEvent.objects.filter(id__in=ids)})
+            time.sleep(0.4)
+
+        monkeypatch.setattr(services, "webhook_event_process", process)
+        webhook_events_process(ids)
+
+        first, last = seen[0], seen[-1]
+        # Before the first event was worked on, every event of the message was held by this process.
+        assert {holder for holder, _ in first.values()} == {lease_holder_name()}
+        # The events still waiting got their lease renewed while the earlier ones were worked on.
+        assert last[ids[2]][1] > first[ids[2]][1]
+
+    def test_it_skips_events_another_live_process_holds(self, monkeypatch):
+        free, held_elsewhere = WebhookEventFactory(), _leased(LIVE_ELSEWHERE, 30)
+        processed = []
+        monkeypatch.setattr(services, "webhook_event_process", lambda *, event_id: processed.append(event_id))
+
+        webhook_events_process([str(free.id), str(held_elsewhere.id)])
+
+        assert processed == [str(free.id)]
