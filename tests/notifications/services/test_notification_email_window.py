@@ -128,3 +128,47 @@ class TestProviderEvents:
         assert _statuses([sent, ambiguous]) == ["sent", "sending"]
         assert audit_calls == []
         assert mail.outbox == [], "nothing is ever resent"
+
+
+@pytest.fixture
+def anymail_tracking_mounted(settings):
+    """The tracking webhook is mounted only with a webhook secret: reload the URLconfs with one."""
+    import importlib
+
+    from django.urls import clear_url_caches
+
+    import config.urls
+    import notifications.public_urls
+
+    settings.ANYMAIL = {"WEBHOOK_SECRET": "tracker:s3cret"}
+    importlib.reload(notifications.public_urls)
+    importlib.reload(config.urls)
+    clear_url_caches()
+    yield
+    settings.ANYMAIL = {}
+    importlib.reload(notifications.public_urls)
+    importlib.reload(config.urls)
+    clear_url_caches()
+
+
+@pytest.mark.django_db
+def test_a_provider_delivery_webhook_settles_the_row_end_to_end(client, anymail_tracking_mounted):
+    import base64
+    import json
+
+    row = NotificationFactory(channel="email", status="sending", message_id="<notification.x@pay.example.net>")
+    payload = {
+        "RecordType": "Delivery", "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Recipient": "someone@example.com",
+        "DeliveredAt": "2026-12-02T04:40:00Z", "Metadata": {"notification_id": str(row.pk)}, "Tag": "", "ServerID": 1,
+        "Details": "",
+    }
+    url = "/notifications/anymail/postmark/tracking/"
+    auth = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(b"tracker:s3cret").decode()}
+
+    refused = client.post(url, json.dumps(payload), content_type="application/json")
+    assert refused.status_code in (400, 401, 403), "no credentials, no effect"
+    assert _statuses([row]) == ["sending"]
+
+    accepted = client.post(url, json.dumps(payload), content_type="application/json", **auth)
+    assert accepted.status_code == 200
+    assert _statuses([row]) == ["sent"]
