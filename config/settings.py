@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "anymail",
     "webhooks",
     "fulfillment",
     "notifications",
@@ -146,7 +147,11 @@ WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES + 1, 2_621_440)
 # The outbox relay re-dispatches stored events that are still `received` after this many seconds.
 WEBHOOK_REDISPATCH_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_AFTER_SECONDS", default=30)
+# An unleased event whose message was published this long ago is taken as lost by the broker.
 WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS = env.int("WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS", default=600)
+# A worker leases the events it works on for this long and renews the lease while working; a dead
+# worker's events are republished by the sweep once it lapses (lease + one sweep interval).
+WEBHOOK_LEASE_SECONDS = env.int("WEBHOOK_LEASE_SECONDS", default=30)
 # A poison event (one that kills its worker every time) is dead-lettered after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=5)
 WEBHOOK_DISPATCH_BATCH_SIZE = env.int("WEBHOOK_DISPATCH_BATCH_SIZE", default=20)
@@ -203,7 +208,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "notification-emails-queued-deliver": {
         "task": "notifications.tasks.notification_emails_queued_deliver",
-        "schedule": env.float("NOTIFICATION_RECOVERY_INTERVAL_SECONDS", default=60.0),
+        "schedule": env.float("NOTIFICATION_RECOVERY_INTERVAL_SECONDS", default=15.0),
     },
     "dead-letters-watch": {
         "task": "webhooks.monitoring.dead_letters_watch",
@@ -212,6 +217,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # The watch logs a warning when the dead-letter table holds this many open rows, or when the
 # oldest unfinished event is older than this.
+# E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
+# however short: the worker and the recovery task both claim a row before sending, and one wins.
+NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SECONDS", default=15.0)
 DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
 
@@ -240,6 +248,11 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))  # for the filebased backend
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="payhook <billing@payhook.invalid>")
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# django-anymail, for a provider's API backend (EMAIL_BACKEND=anymail.backends.<esp>.EmailBackend) and
+# its delivery events, which settle e-mails a dead worker left `sending` (docs/operations.md). JSON,
+# e.g. {"MAILGUN_API_KEY": "...", "WEBHOOK_SECRET": "user:password"}; the tracking webhook is served
+# only when WEBHOOK_SECRET is set.
+ANYMAIL = env.json("ANYMAIL", default={})
 
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

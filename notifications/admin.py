@@ -27,12 +27,12 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # form is the username and may be an email address.
     list_display = ["id", "event_id", "user_id", "channel", "template", "status", "reason", "created_at"]
     list_filter = ["status", "channel", "template", "category", DeliveryFilter]
-    search_fields = ["=event_id"]
+    search_fields = ["=event_id", "=message_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
     fields = [
-        "id", "event_id", "user_id", "channel", "category", "template", "status", "reason", "error_type", "subject",
-        "context", "created_at", "sent_at",
+        "id", "event_id", "user_id", "channel", "category", "template", "status", "reason", "error_type", "message_id",
+        "subject", "context", "created_at", "sent_at",
     ]
     readonly_fields = fields
 

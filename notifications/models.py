@@ -61,6 +61,10 @@ class Notification(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices)
     reason = models.CharField(max_length=32, choices=Reason.choices, blank=True)
     error_type = models.CharField(max_length=100, blank=True, help_text="Exception class of a failed send; never its message.")
+    message_id = models.CharField(
+        max_length=255, blank=True, db_index=True,
+        help_text="The e-mail's Message-ID header, set when it is claimed for sending: find it in the mail provider's logs.",
+    )
     subject = models.CharField(max_length=200)
     body = models.TextField(blank=True, help_text="In-app text; empty for email.")
     context = models.JSONField(default=dict, blank=True)

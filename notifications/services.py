@@ -1,17 +1,18 @@
 import logging
-import threading
+import time
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
+from email.utils import parseaddr
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import audit_entries_deferred, audit_entry_append
+from audit.services import audit_entry_append
 from notifications.exceptions import (
     CategoryMismatch,
     InvalidUnsubscribeToken,
@@ -51,10 +52,9 @@ def notification_send(
     with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
 
     Email is at-most-once. The row is written `queued` here; after the caller's transaction commits
-    (`transaction.on_commit`, or at the end of a `notification_deliveries_batched()` block) it is
-    claimed `queued → sending` in its own commit, sent, and becomes `sent` (or `failed` with the
-    exception type). A worker that dies before the claim leaves `queued`: nothing left, so the
-    recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
+    (`transaction.on_commit`) it is claimed `queued → sending` in its own commit, sent, and becomes
+    `sent` (or `failed` with the exception type) in another, one message at a time. A worker that
+    dies before the claim leaves `queued`: nothing left, so the recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
     after the claim leaves `sending`: the message may or may not have left, and resending could mail
     the user twice, so nothing resends it. Such rows surface through
     `notification_stale_sending_list()` and the admin's "stale sending" filter for an operator.
@@ -140,46 +140,22 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
     return Notification.Status.QUEUED, ""
 
 
-_batch = threading.local()
-
-
-@contextmanager
-def notification_deliveries_batched():
-    """Emails committed inside the block are sent when it ends, their outcomes recorded together.
-
-    A worker fulfilling a batch of events wraps the batch in this: instead of one transaction (and
-    one audit chain lock) per email after each event, there is one for the whole batch. Email stays
-    at most once: a row is `sending` from its event's commit until the outcome is recorded, and a
-    worker that dies in between leaves it `sending`, never resent. Emails of events that committed
-    are sent even if the block raises.
-    """
-    if getattr(_batch, "ids", None) is not None:
-        yield
-        return
-    _batch.ids = []
-    try:
-        yield
-    finally:
-        ids, _batch.ids = _batch.ids, None
-        if ids:
-            notification_emails_deliver(notification_ids=ids)
-
-
 def _delivery_schedule(notification_id) -> None:
-    ids = getattr(_batch, "ids", None)
-    if ids is not None:
-        ids.append(notification_id)
-    else:
-        notification_emails_deliver(notification_ids=[notification_id])
+    notification_emails_deliver(notification_ids=[notification_id])
 
 
 def notification_email_deliver(*, notification_id) -> str | None:
-    """Send one `sending` email row and record the outcome; see notification_emails_deliver."""
+    """Send one `queued` email row and record the outcome; see notification_emails_deliver."""
     return notification_emails_deliver(notification_ids=[notification_id]).get(str(notification_id))
 
 
-def notification_emails_queued_deliver(*, older_than_seconds: float = 60, limit: int = 500) -> int:
-    """Send queued emails whose worker died before handing them to the backend (recovery, beat)."""
+def notification_emails_queued_deliver(*, older_than_seconds: float | None = None, limit: int = 500) -> int:
+    """Send queued emails whose worker died before handing them to the backend (recovery, beat).
+
+    Safe against a live worker sending the same row: both go through the claim, and one wins.
+    """
+    if older_than_seconds is None:
+        older_than_seconds = settings.NOTIFICATION_RECOVERY_AFTER_SECONDS
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     ids = list(
         Notification.objects.filter(status=Notification.Status.QUEUED, created_at__lt=cutoff)
@@ -190,38 +166,81 @@ def notification_emails_queued_deliver(*, older_than_seconds: float = 60, limit:
 
 
 def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
-    """Send `queued` email rows and record their outcomes. Returns {notification id: final status};
-    rows that are not (any longer) `queued` are left out.
+    """Send `queued` email rows one at a time and record each outcome. Returns {notification id:
+    final status}; rows that are not (any longer) `queued` are left out.
 
-    Runs after the creating transactions committed; no transaction is held open while the email
-    backend talks to the mail server. Not safe to call twice for one row (see notification_send):
-    only the on_commit hook of the row's creation leads here.
+    Per message: claim it (`queued → sending`, committed), send it, record the outcome (`sent` or
+    `failed`, with its audit entry) in its own commit, then the next. So a process that dies leaves at
+    most one row `sending` (the one on the wire, whose fate is unknown); the rows after it stay
+    `queued` for the recovery task. No transaction is held open while the backend talks to the mail
+    server.
     """
-    # Claim: queued → sending, committed before anything is sent. Only claimed rows are sent, so two
-    # deliverers (the batch and the recovery task) never send one row twice.
-    with transaction.atomic():
-        claimed = list(
-            Notification.objects.select_for_update(skip_locked=True)
-            .filter(id__in=notification_ids, status=Notification.Status.QUEUED)
-            .values_list("id", flat=True)
-        )
-        Notification.objects.filter(id__in=claimed).update(status=Notification.Status.SENDING)
-    rows = list(Notification.objects.select_related("user").filter(id__in=claimed))
-    outcomes: list[tuple[Notification, str, str]] = []
+    outcomes: dict[str, str] = {}
     with get_connection() as mail:
-        for notification in rows:
+        for notification_id in notification_ids:
+            notification = _email_claim(notification_id)
+            if notification is None:
+                continue
             try:
                 _email_message(notification, mail).send()
             except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
                 # Only the type: SMTP and provider errors quote recipient addresses in their messages.
-                outcomes.append((notification, Notification.Status.FAILED, type(exc).__name__))
+                status, error_type = Notification.Status.FAILED, type(exc).__name__
             else:
-                outcomes.append((notification, Notification.Status.SENT, ""))
-    with transaction.atomic(), audit_entries_deferred():
-        return {
-            str(notification.id): _email_outcome_record(notification, status, error_type=error_type)
-            for notification, status, error_type in outcomes
-        }
+                status, error_type = Notification.Status.SENT, ""
+            outcomes[str(notification.id)] = _email_outcome_record_persistently(notification, status, error_type=error_type)
+    return outcomes
+
+
+# The outcome of a send is known only to the process that sent it; losing it to a database blip would
+# turn a delivered e-mail into an ambiguous `sending` row. So recording is retried for ~15 s.
+_RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _email_outcome_record_persistently(notification: Notification, status: str, *, error_type: str) -> str:
+    for delay in _RECORD_RETRY_DELAYS:
+        if connection.in_atomic_block:
+            break  # inside a caller's transaction a retry cannot help: record once, below
+        try:
+            with transaction.atomic():
+                return _email_outcome_record(notification, status, error_type=error_type)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("notification email outcome record will retry: notification=%s error=%s in=%.1fs",
+                           notification.id, type(exc).__name__, delay)
+            connection.close()  # a connection the database dropped is not reused
+            time.sleep(delay)
+    try:
+        with transaction.atomic():
+            return _email_outcome_record(notification, status, error_type=error_type)
+    except (OperationalError, InterfaceError) as exc:
+        logger.error("notification email outcome not recorded, row stays sending: notification=%s error=%s",
+                     notification.id, type(exc).__name__)
+        raise
+
+
+def _email_claim(notification_id) -> Notification | None:
+    """queued → sending, committed before anything is sent. Only the claimant sends, so two
+    deliverers (the worker and the recovery task) never send one row twice."""
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("user")
+            .filter(id=notification_id, status=Notification.Status.QUEUED)
+            .first()
+        )
+        if notification is None:
+            return None
+        notification.status = Notification.Status.SENDING
+        notification.message_id = _message_id(notification)
+        notification.save(update_fields=["status", "message_id"])
+    return notification
+
+
+def _message_id(notification: Notification) -> str:
+    """A Message-ID made from the notification id: an operator can look an ambiguous row up in the
+    mail provider's logs, and tracking events that quote the header find the row again."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "payhook.invalid"
+    return f"<notification.{notification.id}@{domain}>"
 
 
 def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
@@ -240,8 +259,12 @@ def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             "Auto-Submitted": "auto-generated",
             "X-Payhook-Notification-Id": str(notification.id),
+            "Message-ID": notification.message_id or _message_id(notification),
         },
     )
+    # django-anymail sends this with the message and hands it back on the provider's tracking events
+    # (see notification_email_provider_event); other backends ignore the attribute.
+    message.metadata = {"notification_id": str(notification.id)}
     html = notification_render_optional(template=spec, part="email.html", context=notification.context, unsubscribe_url=unsubscribe_url)
     if html:
         message.attach_alternative(html, "text/html")
@@ -263,6 +286,58 @@ def _email_outcome_record(notification: Notification, status: str, *, error_type
     else:
         logger.info("notification email sent: notification=%s template=%s", notification.id, notification.template)
     return status
+
+
+# --- Delivery events from the mail provider ---------------------------------------------------------
+
+# Normalised by django-anymail (anymail.signals.EventType). Any of the first set proves the provider
+# took the message, so it left; the second set says the provider refused or could not deliver it.
+PROVIDER_EVENTS_SENT = frozenset({"queued", "sent", "deferred", "delivered", "autoresponded", "opened", "clicked",
+                                  "complained", "unsubscribed"})
+PROVIDER_EVENTS_FAILED = frozenset({"rejected", "failed", "bounced"})
+
+
+def notification_email_provider_event(*, event_type: str, notification_id: str = "", message_id: str = "") -> str | None:
+    """Settle a `sending` e-mail from the mail provider's delivery event. Returns the new status, or
+    None when the event settles nothing (unknown message, not `sending`, an event type that says
+    nothing about delivery).
+
+    A worker that died between the claim and the record leaves the row `sending`: whether the
+    message left is unknown to us, but known to the provider. Its tracking events (django-anymail
+    normalises them for every provider it supports) name the row by the metadata sent with the
+    message (`notification_id`) or by our Message-ID. Rows in any other state are left alone: a
+    `sent` row stays `sent` whatever the provider says later, and nothing is ever resent.
+    """
+    if event_type in PROVIDER_EVENTS_SENT:
+        status, error_type = Notification.Status.SENT, ""
+    elif event_type in PROVIDER_EVENTS_FAILED:
+        status, error_type = Notification.Status.FAILED, f"provider_{event_type}"
+    else:
+        return None
+    notification_uuid = _uuid_or_none(notification_id)
+    if notification_uuid is not None:
+        match = Q(id=notification_uuid)
+    elif message_id:
+        match = Q(message_id=message_id)
+    else:
+        return None
+    with transaction.atomic():
+        notification = (
+            Notification.objects.select_for_update(of=("self",))
+            .filter(match, channel=Channel.EMAIL, status=Notification.Status.SENDING)
+            .first()
+        )
+        if notification is None:
+            return None
+        logger.warning("notification email settled from a provider event: notification=%s event=%s", notification.id, event_type)
+        return _email_outcome_record(notification, status, error_type=error_type)
+
+
+def _uuid_or_none(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _audit(notification: Notification) -> None:

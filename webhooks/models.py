@@ -97,6 +97,10 @@ class WebhookEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
+    # The lease: which worker process (`host:pid:token`) holds the event and until when. A holder
+    # renews it while it works; once it lapses the sweep republishes the event (webhooks/services.py).
+    lease_holder = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
@@ -111,6 +115,10 @@ class WebhookEvent(models.Model):
             # The outbox: only rows the relay has still to publish, so its poll stays cheap under a backlog.
             models.Index(
                 fields=["received_at"], name="webhookevent_outbox", condition=models.Q(status="received", dispatched_at__isnull=True)
+            ),
+            # The sweep's look for lapsed leases: only rows a worker holds, a handful at any time.
+            models.Index(
+                fields=["lease_expires_at"], name="webhookevent_leased", condition=models.Q(lease_expires_at__isnull=False)
             ),
         ]
         permissions = [("view_raw_payload", "Can view decrypted raw payloads")]

@@ -2,7 +2,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
+import secrets
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -384,30 +387,41 @@ def webhook_events_publish(*, event_ids: list) -> None:
 def webhook_events_dispatch(*, limit: int = 1000) -> int:
     """The sweep, a safety net behind the outbox relay: republish what is stuck. Returns how many.
 
-    Picks `received` events older than WEBHOOK_REDISPATCH_AFTER_SECONDS, and `processing`/`failed`
-    ones older than WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS (their worker died with the message, or the
-    retry message was lost), unless the sweep already sent them within that time. A message sent
-    twice is harmless: processing claims each event once and skips finished ones.
+    Picks, oldest first:
+    - `received` events no relay published within WEBHOOK_REDISPATCH_AFTER_SECONDS;
+    - events whose worker lease lapsed (the holder died: its message stays unacknowledged in the
+      broker until the visibility timeout, an hour); the lease is cleared so each lapse is
+      republished once, and the event can be claimed at once;
+    - unleased `received`/`processing`/`failed` events whose message must be lost (published more
+      than WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS ago: the broker lost it, or a retry's delay outlived it).
+    Rows a worker is processing right now are row-locked and skipped. A message sent twice is
+    harmless: processing claims each event once and skips finished ones.
     """
     now = timezone.now()
     grace = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_AFTER_SECONDS)
     lost = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS)
-    waiting = Q(status=WebhookEvent.Status.RECEIVED, received_at__lt=grace) | Q(
-        # Claimed by a worker that died, or waiting on a retry whose message was lost.
-        status__in=[WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED], received_at__lt=lost
-    )
+    Status = WebhookEvent.Status
+    unpublished = Q(status=Status.RECEIVED, dispatched_at__isnull=True, received_at__lt=grace)
+    lease_lapsed = Q(status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__lt=now)
+    message_lost = Q(
+        status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__isnull=True, received_at__lt=lost
+    ) & (Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
     with transaction.atomic():
-        event_ids = list(
-            WebhookEvent.objects.filter(waiting)
-            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
+        rows = list(
+            WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(unpublished | lease_lapsed | message_lost)
             .order_by("received_at")
-            .values_list("id", flat=True)[:limit]
+            .values_list("id", "lease_expires_at")[:limit]
         )
-        if not event_ids:
+        if not rows:
             return 0
+        event_ids = [event_id for event_id, _ in rows]
         # Published inside the transaction: if the broker is away, the rows stay unmarked.
         webhook_events_publish(event_ids=event_ids)
-        WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now)
+        WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now, lease_holder="", lease_expires_at=None)
+    lapsed = sum(1 for _, expires in rows if expires is not None and expires < now)
+    if lapsed:
+        logger.warning("sweep republished %d events whose worker lease lapsed", lapsed)
     logger.info("sweep dispatched %d stored events", len(event_ids))
     return len(event_ids)
 
@@ -419,21 +433,120 @@ class PoisonEvent(Exception):
     """An event whose processing keeps dying (the worker is killed) before it can fail cleanly."""
 
 
+# --- Leases: which live worker holds an event ------------------------------------------------------
+#
+# A worker leases the events of a message before it starts on them (holder `host:pid:token`, expiry
+# now + WEBHOOK_LEASE_SECONDS) and renews the lease while it works through them. If it dies, the
+# lease lapses and the sweep republishes the events within WEBHOOK_LEASE_SECONDS plus one sweep
+# interval, instead of waiting for the broker's visibility timeout. The lease says who should work
+# on an event; what stops two workers running one event at once is the row lock the processing
+# transaction takes (SELECT … FOR UPDATE SKIP LOCKED) and its status check, so a lease that lapses
+# under a live but slow worker costs a spare message, never a second run. Times are the workers'
+# clocks (NTP keeps them within milliseconds; a lease lasts tens of seconds).
+
+_LEASABLE = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED)
+_holder: dict[str, object] = {"pid": None, "name": ""}
+
+
+def lease_holder_name() -> str:
+    """This process's name on leases: `host:pid:token`. The random token tells a process from an
+    earlier one that had the same pid; it is made again after a fork."""
+    pid = os.getpid()
+    if _holder["pid"] != pid:
+        _holder.update(pid=pid, name=f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}")
+    return _holder["name"]
+
+
+def _lease_expiry(now):
+    return now + timedelta(seconds=settings.WEBHOOK_LEASE_SECONDS)
+
+
+def _holder_process_gone(holder: str) -> bool:
+    """True when `holder` names a process on this host that no longer exists (killed, OOM, crashed)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or holder == lease_holder_name():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a live process of another user: the pid was reused, the holder may be elsewhere
+    try:  # a killed child its parent has not reaped yet is a zombie: gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def webhook_events_lease(*, event_ids: list[str]) -> set[str]:
+    """Take or renew this process's lease on those of `event_ids` still waiting to be processed.
+
+    Returns the ids this process now holds. An event is left out when it is finished, locked by a
+    worker processing it, or leased by another live process. A lease held by a process of this host
+    that has died (a pool process SIGKILLed, its message redelivered to its replacement) is taken
+    over at once rather than after it lapses.
+    """
+    if not event_ids:
+        return set()
+    holder, now = lease_holder_name(), timezone.now()
+    meta, quote, ops = WebhookEvent._meta, connection.ops.quote_name, connection.ops
+    table = quote(meta.db_table)
+    pks = [meta.pk.get_db_prep_value(meta.pk.to_python(event_id), connection) for event_id in event_ids]
+    # SKIP LOCKED: a row being processed right now is not waited for (its holder is alive).
+    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    with connection.cursor() as cursor:  # one autocommitted statement
+        cursor.execute(
+            f"UPDATE {table} SET lease_holder = %s, lease_expires_at = %s WHERE id IN ("
+            f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))}) AND status IN (%s, %s, %s) "
+            f"AND (lease_holder = %s OR lease_expires_at IS NULL OR lease_expires_at < %s){skip_locked}) RETURNING id",
+            [holder, ops.adapt_datetimefield_value(_lease_expiry(now)), *pks, *_LEASABLE, holder,
+             ops.adapt_datetimefield_value(now)],
+        )
+        held = {str(meta.pk.to_python(row[0])) for row in cursor.fetchall()}
+    others = [event_id for event_id in map(str, event_ids) if event_id not in held]
+    if others:
+        held |= _leases_of_dead_holders_take(others, holder)
+    return held
+
+
+def _leases_of_dead_holders_take(event_ids: list[str], holder: str) -> set[str]:
+    taken = set()
+    host = socket.gethostname()
+    leased = WebhookEvent.objects.filter(
+        id__in=event_ids, status__in=_LEASABLE, lease_holder__startswith=f"{host}:"
+    ).values_list("id", "lease_holder")
+    for event_id, other in leased:
+        if not _holder_process_gone(other):
+            continue
+        # Conditional on the dead holder: of two processes taking over, one wins.
+        if WebhookEvent.objects.filter(id=event_id, lease_holder=other, status__in=_LEASABLE).update(
+            lease_holder=holder, lease_expires_at=_lease_expiry(timezone.now())
+        ):
+            logger.warning("lease taken over from a dead process: event=%s holder=%s", event_id, other)
+            taken.add(str(event_id))
+    return taken
+
+
 def _attempt_claim(event_id: str) -> int | None:
-    """Count an attempt in its own committed transaction, before any work.
+    """Count an attempt in its own committed transaction, before any work, and (re)take the lease.
 
     Brokers do not count redeliveries, so a poison event that kills its worker every time would loop
     forever; this counter survives the crash. Returns the attempt number, or None when the event is
-    not waiting for processing (already done, ignored or dead).
+    not waiting for processing (already done, ignored or dead) or another live process holds it.
     """
-    meta, quote = WebhookEvent._meta, connection.ops.quote_name
+    holder, now = lease_holder_name(), timezone.now()
+    meta, quote, ops = WebhookEvent._meta, connection.ops.quote_name, connection.ops
     pk = meta.pk.get_db_prep_value(meta.pk.to_python(event_id), connection)
     with connection.cursor() as cursor:  # one autocommitted statement
         cursor.execute(
-            f"UPDATE {quote(meta.db_table)} SET attempts = attempts + 1, status = %s "
-            f"WHERE id = %s AND status IN (%s, %s, %s) RETURNING attempts",
-            [WebhookEvent.Status.PROCESSING, pk, WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING,
-             WebhookEvent.Status.FAILED],
+            f"UPDATE {quote(meta.db_table)} SET attempts = attempts + 1, status = %s, lease_holder = %s, "
+            f"lease_expires_at = %s WHERE id = %s AND status IN (%s, %s, %s) "
+            f"AND (lease_holder = %s OR lease_expires_at IS NULL OR lease_expires_at < %s) RETURNING attempts",
+            [WebhookEvent.Status.PROCESSING, holder, ops.adapt_datetimefield_value(_lease_expiry(now)), pk, *_LEASABLE,
+             holder, ops.adapt_datetimefield_value(now)],
         )
         row = cursor.fetchone()
     return row[0] if row else None
@@ -469,7 +582,8 @@ def webhook_event_process(*, event_id: str) -> str | None:
                 event.status = webhook_event_fulfil(event=event)
             event.processed_at = timezone.now()
             event.last_error = ""
-            event.save(update_fields=["status", "processed_at", "last_error"])
+            event.lease_holder, event.lease_expires_at = "", None
+            event.save(update_fields=["status", "processed_at", "last_error", "lease_holder", "lease_expires_at"])
             return event.status
     except ApplicationError as exc:
         if not exc.permanent:
@@ -480,7 +594,7 @@ def webhook_event_process(*, event_id: str) -> str | None:
 def webhook_event_fail(*, event_id: str, exc: BaseException) -> None:
     """A transient failure: leave the event retryable and say why (type only: messages may hold data)."""
     WebhookEvent.objects.filter(id=event_id, status=WebhookEvent.Status.PROCESSING).update(
-        status=WebhookEvent.Status.FAILED, last_error=type(exc).__name__
+        status=WebhookEvent.Status.FAILED, last_error=type(exc).__name__, lease_holder="", lease_expires_at=None
     )
 
 
@@ -504,4 +618,5 @@ def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
         attempts=attempts,
         traceback_text="".join(traceback.format_exception(exc)),
     )
+    WebhookEvent.objects.filter(id=event_id).update(lease_holder="", lease_expires_at=None)
     return WebhookEvent.Status.DEAD

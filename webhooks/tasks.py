@@ -1,5 +1,6 @@
 import logging
 import random
+import time
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
@@ -29,23 +30,37 @@ def retry_delay(attempt: int) -> float:
 def webhook_events_process(event_ids: list[str]) -> None:
     """Fulfil a batch of stored events, each in its own transaction.
 
+    The batch is leased first, and the lease renewed while the batch is worked through, so if this
+    process dies its events are republished by the sweep once the lease lapses (webhooks/services.py).
     A transient failure re-queues only that event with backoff; the rest of the batch goes on.
     """
-    from notifications.services import notification_deliveries_batched
-
-    # Emails of the whole batch leave after the last event commits, their outcomes recorded together.
-    with notification_deliveries_batched():
-        for event_id in event_ids:
+    try:
+        held = services.webhook_events_lease(event_ids=event_ids)
+    except TRANSIENT_ERRORS as exc:  # the database is away: try the whole message again later
+        delay = retry_delay(1)
+        logger.warning("event lease failed, batch will retry: events=%d error=%s in=%.1fs", len(event_ids), type(exc).__name__, delay)
+        webhook_events_process.apply_async(args=[event_ids], countdown=delay)
+        return
+    renewed_at = time.monotonic()
+    for position, event_id in enumerate(event_ids):
+        if event_id not in held:
+            continue  # finished, or another live worker holds it
+        if time.monotonic() - renewed_at > settings.WEBHOOK_LEASE_SECONDS / 3:
             try:
-                status = services.webhook_event_process(event_id=event_id)
-                if status and status != "dead":  # a dead letter logs its own warning
-                    logger.info("event %s: event=%s", status, event_id)
-            except TRANSIENT_ERRORS as exc:
-                _retry_later(event_id, exc)
-            except Exception as exc:  # a bug or unreadable data: no retry can fix it
-                # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
-                logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
-                services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+                held = services.webhook_events_lease(event_ids=event_ids[position:])
+            except TRANSIENT_ERRORS:
+                pass  # the claim below fails the same way and retries this event
+            renewed_at = time.monotonic()
+        try:
+            status = services.webhook_event_process(event_id=event_id)
+            if status and status != "dead":  # a dead letter logs its own warning
+                logger.info("event %s: event=%s", status, event_id)
+        except TRANSIENT_ERRORS as exc:
+            _retry_later(event_id, exc)
+        except Exception as exc:  # a bug or unreadable data: no retry can fix it
+            # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
+            logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
+            services.webhook_event_dead_letter(event_id=event_id, exc=exc)
 
 
 def _retry_later(event_id: str, exc: BaseException) -> None:

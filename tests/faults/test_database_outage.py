@@ -1,8 +1,8 @@
 """PostgreSQL becomes unreachable while workers fulfil events (every connection reset, new ones
 refused, through a loopback proxy), then comes back: nothing is lost and nothing applied twice."""
 
+import re
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -14,12 +14,20 @@ from webhooks.models import WebhookEvent
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 N = 60
+DB_ERROR = re.compile(r"(event processing will retry|event lease failed|outcome record will retry).*(OperationalError|InterfaceError)")
+
+
+def test_proxy_url_keeps_credentials_database_and_options_of_the_url():
+    proxy, url = TcpProxy.for_url("postgres://payhook:s3cret@127.0.0.1:5433/payhook_x?sslmode=disable")
+    try:
+        assert proxy.target == ("127.0.0.1", 5433)
+        assert url == f"postgres://payhook:s3cret@127.0.0.1:{proxy.port}/payhook_x?sslmode=disable"
+    finally:
+        proxy.close()
 
 
 def test_database_outage_during_processing_recovers_with_each_effect_once(purchases, post_events, fault_env, tmp_path):
-    proxy = TcpProxy(5432)
-    parts = urlsplit(fault_env["DATABASE_URL"])
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+    proxy, via_proxy = TcpProxy.for_url(fault_env["DATABASE_URL"])
     env = {**fault_env, "DATABASE_URL": via_proxy, "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",
            "WEBHOOK_REDISPATCH_AFTER_SECONDS": "2", "WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS": "5"}
     worker = worker_start(env, tmp_path / "worker.log", concurrency=1, beat=True)
@@ -28,6 +36,7 @@ def test_database_outage_during_processing_recovers_with_each_effect_once(purcha
         wait_for(lambda: WebhookEvent.objects.filter(status="processed").exists(), timeout=30, interval=0.01,
                  message="processing under way")
         proxy.cut()
+        unfinished_at_cut = WebhookEvent.objects.exclude(status__in=["processed", "ignored", "dead"]).count()
         time.sleep(3)
         proxy.restore()
         wait_for(lambda: not WebhookEvent.objects.exclude(status__in=["processed", "ignored", "dead"]).exists(),
@@ -36,6 +45,11 @@ def test_database_outage_during_processing_recovers_with_each_effect_once(purcha
         worker.stop()
         proxy.close()
 
-    counts = invariants_check(expected_events=N)
+    # The fault landed on in-flight work: events were unfinished, and the worker's processing hit it.
+    assert unfinished_at_cut > 0
+    assert DB_ERROR.search(worker.log()), worker.log()[-3000:]
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail")
     assert counts["status_processed"] == N, worker.log()[-3000:]
     assert counts["entitlements"] == 2 * N
+    assert counts["emails_sent"] == N == counts["mail_messages"]
+    print(f"database outage: {unfinished_at_cut} events unfinished at the cut")

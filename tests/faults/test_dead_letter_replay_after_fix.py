@@ -48,4 +48,7 @@ def test_replaying_a_fixed_dead_letter_twice_applies_its_effects_once(
     assert list(Entitlement.objects.values_list("key", "status")) == [("new", "active")]
     assert Notification.objects.filter(event_id=event_id).count() == 2
     assert Notification.objects.filter(event_id=event_id, channel="email", status="sent").count() == 1
-    invariants_check(expected_events=1)
+    counts = invariants_check(expected_events=1, mail_dir=tmp_path / "mail")
+    assert counts["mail_messages"] == 1
+    # The fault landed: the first run failed for good and was dead-lettered, in the worker's log too.
+    assert "event dead-lettered" in worker.log()

@@ -93,7 +93,7 @@ def test_with_the_broker_down_a_post_is_accepted_and_processed_once_the_broker_i
     catalog.write_text(json.dumps({"products": [{"provider": "stripe", "price_id": PRICE_ID, "entitlements": ["pro"]}]}))
     call_command("import_catalog", str(catalog), stdout=StringIO())
     buyer = get_user_model().objects.create_user("buyer", email="buyer@example.com")
-    env = process_env(test_database_url, own_redis.url, WEBHOOK_ENDPOINT_CACHE_SECONDS="0")
+    env = process_env(test_database_url, own_redis.url)
     web, url = web_start(env, tmp_path / "web.log")
     try:
         own_redis.kill()
@@ -131,7 +131,7 @@ def test_with_the_database_unreachable_a_post_answers_503_and_ingestion_recovers
     proxy = TcpProxy(urlsplit(test_database_url).port or 5432)
     parts = urlsplit(test_database_url)
     proxied_url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-    env = process_env(proxied_url, broker_url, WEBHOOK_ENDPOINT_CACHE_SECONDS="60", DATABASE_CONNECT_TIMEOUT="2")
+    env = process_env(proxied_url, broker_url, DATABASE_CONNECT_TIMEOUT="2")
     web, url = web_start(env, tmp_path / "web.log")
     held_back = samples.stripe_event("invoice.paid")
     try:

@@ -2,6 +2,9 @@
 
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379}
 
 
 class TcpProxy:
@@ -17,6 +20,16 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @classmethod
+    def for_url(cls, url: str) -> tuple["TcpProxy", str]:
+        """A proxy in front of the server a URL names, and the same URL (scheme, credentials,
+        database, query) pointing at the proxy instead."""
+        parts = urlsplit(url)
+        proxy = cls(parts.port or DEFAULT_PORTS[parts.scheme], parts.hostname or "127.0.0.1")
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+        return proxy, urlunsplit(parts._replace(netloc=netloc))
 
     def cut(self) -> None:
         """Refuse new connections and reset the live ones."""

@@ -38,7 +38,7 @@ SERVER = "server"  # expected code for refusals gunicorn makes itself (before th
 
 @pytest.fixture(scope="module")
 def web(test_database_url, broker_url, tmp_path_factory):
-    env = process_env(test_database_url, broker_url, WEBHOOK_ENDPOINT_CACHE_SECONDS="0", DJANGO_DEBUG="true")
+    env = process_env(test_database_url, broker_url, DJANGO_DEBUG="true")
     process, url = web_start(env, tmp_path_factory.mktemp("hostile") / "web.log", workers=2)
     yield int(url.rsplit(":", 1)[1])
     process.stop()
