@@ -9,8 +9,10 @@ INSTALLED := $(VENV)/.installed
 run: install .env migrate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port 8000 --procfile Procfile
 
+# Needs no server: the run starts private PostgreSQL and Redis (and installs Chromium, PostgreSQL or
+# Redis with apt-get when missing and root), see docs/testing.md. Extra pytest options: make test PYTEST_ARGS="-x".
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \

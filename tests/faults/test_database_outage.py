@@ -2,13 +2,12 @@
 refused, through a loopback proxy), then comes back: nothing is lost and nothing applied twice."""
 
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.faults.invariants import invariants_check
 from tests.support.processes import wait_for, worker_start
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import proxy_in_front_of
 from webhooks.models import WebhookEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -17,9 +16,7 @@ N = 60
 
 
 def test_database_outage_during_processing_recovers_with_each_effect_once(purchases, post_events, fault_env, tmp_path):
-    proxy = TcpProxy(5432)
-    parts = urlsplit(fault_env["DATABASE_URL"])
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"))
+    proxy, via_proxy = proxy_in_front_of(fault_env["DATABASE_URL"], 5432)
     env = {**fault_env, "DATABASE_URL": via_proxy, "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",
            "WEBHOOK_REDISPATCH_AFTER_SECONDS": "2", "WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS": "5"}
     worker = worker_start(env, tmp_path / "worker.log", concurrency=1, beat=True)

@@ -2,6 +2,7 @@
 
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -69,3 +70,12 @@ class TcpProxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+def proxy_in_front_of(url: str, default_port: int) -> tuple[TcpProxy, str]:
+    """A proxy to the server `url` names, and the same URL through the proxy (user, password and path kept)."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.port or default_port, parts.hostname or "127.0.0.1")
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@127.0.0.1:{proxy.port}" if credentials else f"127.0.0.1:{proxy.port}"
+    return proxy, urlunsplit(parts._replace(netloc=netloc))
