@@ -183,7 +183,9 @@ class PrivateServers:
     """A throwaway PostgreSQL and Redis for one test run, in one temporary directory."""
 
     def __init__(self) -> None:
+        self._remove_leftovers()
         self.dir = Path(tempfile.mkdtemp(prefix="payhook-test-"))
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
         self.postgres: subprocess.Popen | None = None
         self.redis: subprocess.Popen | None = None
         self.database_url = ""
@@ -202,6 +204,17 @@ class PrivateServers:
         _stop(self.redis, signal.SIGTERM)
         self.postgres = self.redis = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    @staticmethod
+    def _remove_leftovers() -> None:
+        """Directories of runs that were killed outright (their servers died with them)."""
+        for owner in Path(tempfile.gettempdir()).glob("payhook-test-*/owner.pid"):
+            try:
+                os.kill(int(owner.read_text()), 0)
+            except ProcessLookupError:
+                shutil.rmtree(owner.parent, ignore_errors=True)
+            except (OSError, ValueError):
+                pass
 
     def _postgres_start(self, bindir: Path) -> None:
         data, log = self.dir / "postgres", self.dir / "postgres.log"
@@ -320,6 +333,17 @@ def external_broker_url(url: str) -> str:
 # --- Hooks --------------------------------------------------------------------------------------
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (a CI job cancelled) ends the run like Ctrl-C, so the private servers are stopped and removed."""
+    if os.getpid() == _MAIN_PID:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)  # a forked child dies as it would have
+    os.kill(os.getpid(), signum)
+
+
+_MAIN_PID = os.getpid()
+
+
 def _provision(config: pytest.Config) -> None:
     database_url = os.environ.get("TEST_DATABASE_URL", "")
     broker_url = os.environ.get("TEST_BROKER_URL", "")
@@ -328,6 +352,8 @@ def _provision(config: pytest.Config) -> None:
     os.environ["CELERY_QUEUE"] = f"payhook-test-{RUN_ID}"
 
     servers = None
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     if not (database_url and broker_url):
         servers = PrivateServers()
         atexit.register(servers.stop)  # also when pytest stops before its own cleanup is registered

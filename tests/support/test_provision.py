@@ -64,7 +64,7 @@ def test_inherited_configuration_is_scrubbed_and_the_rest_kept():
     assert set(removed) >= {"SENTRY_DSN", "EMAIL_HOST", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE"}
 
 
-def test_this_run_has_its_own_queue_database_and_no_error_reporting():
+def test_this_run_has_its_own_queue_database_and_no_error_reporting(db):
     database = settings.DATABASES["default"]
 
     assert settings.CELERY_TASK_DEFAULT_QUEUE == f"payhook-test-{provision.RUN_ID}"
