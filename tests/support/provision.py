@@ -351,16 +351,20 @@ def _provision(config: pytest.Config) -> None:
     os.environ["PAYHOOK_READ_DOTENV"] = "false"
     os.environ["CELERY_QUEUE"] = f"payhook-test-{RUN_ID}"
 
-    servers = None
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # Named servers are checked first: a wrong one stops the run before anything is started.
+    database_url = external_database_url(database_url) if database_url else ""
+    broker_url = external_broker_url(broker_url) if broker_url else ""
     if not (database_url and broker_url):
         servers = PrivateServers()
         atexit.register(servers.stop)  # also when pytest stops before its own cleanup is registered
         config.add_cleanup(servers.stop)
         servers.start(postgres=not database_url, redis=not broker_url)
-    os.environ["DATABASE_URL"] = external_database_url(database_url) if database_url else servers.database_url
-    os.environ["CELERY_BROKER_URL"] = external_broker_url(broker_url) if broker_url else servers.broker_url
+        database_url = database_url or servers.database_url
+        broker_url = broker_url or servers.broker_url
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["CELERY_BROKER_URL"] = broker_url
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
