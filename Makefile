@@ -18,8 +18,10 @@ port-free: check-python
 	$(eval PORT_TAKEN := $(shell $(PYTHON) config/devrun.py --check $(PORT) 2>&1))
 	$(if $(PORT_TAKEN),$(error $(PORT_TAKEN)))
 
+# Needs no server: the run starts private PostgreSQL and Redis (and installs Chromium, PostgreSQL or
+# Redis with apt-get when missing and root), see docs/testing.md. Extra pytest options: make test PYTEST_ARGS="-x".
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \

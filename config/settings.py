@@ -12,8 +12,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # `make run` writes a .env with generated development keys on first start; production sets real
-# environment variables instead, which always win over the file.
-if (BASE_DIR / ".env").is_file():
+# environment variables instead, which always win over the file. The test suite turns it off, so a
+# developer's .env never leaks into a test run.
+if env.bool("PAYHOOK_READ_DOTENV", default=True) and (BASE_DIR / ".env").is_file():
     env.read_env(str(BASE_DIR / ".env"), overwrite=False)
 # Everything the embedded default writes (SQLite file, broker folders, beat schedule, mail, static
 # files): one directory, so a test can run the whole `make run` configuration in a temporary one.
@@ -194,7 +195,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_DEFAULT_QUEUE = "payhook"
+# Workers consume only this queue (`--queues`, Procfile); each test run uses its own name.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="payhook")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Retries back off exponentially with jitter, capped well below the visibility timeout so a

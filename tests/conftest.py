@@ -15,6 +15,19 @@ from webhooks import throttling
 from webhooks.schemes import scheme_get
 
 
+# Fixtures that start a process or a server of the test's own: a test using one is `integration`.
+PROCESS_FIXTURES = {"test_database_url", "worker_env", "fault_env", "celery_worker_process", "own_redis", "web_url",
+                    "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`pytest -m "not integration"` must start no process: refuse a test that would, unmarked."""
+    unmarked = [item.nodeid for item in items
+                if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("integration")]
+    if unmarked:
+        raise pytest.UsageError(f"mark these @pytest.mark.integration (they start processes): {', '.join(unmarked)}")
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
     # Each test starts with empty endpoint caches (slugs are reused across tests).
@@ -96,6 +109,13 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
 
     parts = urlsplit(os.environ["DATABASE_URL"])
     return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+
+
+def celery_queue() -> str:
+    """This run's Celery queue: each run has its own name (tests/support/provision.py)."""
+    from django.conf import settings
+
+    return settings.CELERY_TASK_DEFAULT_QUEUE
 
 
 @pytest.fixture(scope="session")

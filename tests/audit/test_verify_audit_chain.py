@@ -101,6 +101,7 @@ class TestVerifyAuditChain:
             assert _verify(chunk_size=25).startswith("audit chain OK: 120 entries")
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_the_command_exits_non_zero_with_a_one_line_reason(test_database_url):
     import subprocess

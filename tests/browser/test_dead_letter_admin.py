@@ -1,44 +1,24 @@
 """An operator triages dead letters in a real browser (Debian's Chromium), a support user is refused.
 
-Screenshots land in docs/screenshots/ so the issue's acceptance note can show what operators see.
+Screenshots go to a temporary folder; `PAYHOOK_REFRESH_SCREENSHOTS=1` writes them to docs/screenshots/,
+which show operators what to expect.
 """
 
-import shutil
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from webhooks import services as webhook_services
 from webhooks.models import DeadLetter
+from tests.conftest import celery_queue
 from tests.deadletters.factories import dead_letter_create
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+pytestmark = pytest.mark.integration
+
 PASSWORD = "correct-horse-battery-9"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "install chromium and chromium-driver (.ci/run does)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager must not try to download anything.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    yield driver
-    driver.quit()
 
 
 def _user(name: str, group: str) -> User:
@@ -56,9 +36,8 @@ def _log_in(browser, live_server, username: str) -> None:
     assert browser.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
 
 
-def _shot(browser, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / name))
+def _shot(browser, folder: Path, name: str) -> None:
+    assert browser.save_screenshot(str(folder / name)), name
 
 
 def _listed_ids(browser) -> set[int]:
@@ -71,7 +50,9 @@ def _act(browser, row_id: int, action: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "button[name=index]").click()
 
 
-def test_operator_triages_dead_letters_and_support_is_refused(transactional_db, live_server, browser, broker_flushed):
+def test_operator_triages_dead_letters_and_support_is_refused(
+    transactional_db, live_server, browser, broker_flushed, screenshots
+):
     endpoint = webhook_services.webhook_endpoint_create(slug="stripe", scheme="stripe", secret="whsec_browsertest0123456789")
     replay_me = dead_letter_create(endpoint=endpoint, error_type="UnknownPrice")
     discard_me = dead_letter_create(endpoint=endpoint, error_type="UnknownPrice")
@@ -82,16 +63,16 @@ def test_operator_triages_dead_letters_and_support_is_refused(transactional_db, 
 
     _log_in(browser, live_server, "olivia-operator")
     assert browser.find_element(By.ID, "dlq-depth").text == "3"
-    _shot(browser, "dead-letters-00-admin-index.png")
+    _shot(browser, screenshots, "dead-letters-00-admin-index.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/")
     assert _listed_ids(browser) == {replay_me.id, discard_me.id, other.id}
-    _shot(browser, "dead-letters-01-list.png")
+    _shot(browser, screenshots, "dead-letters-01-list.png")
 
     browser.find_element(By.CSS_SELECTOR, "#changelist-filter a[href*='error_type=UnknownPrice']").click()
     assert "error_type=UnknownPrice" in browser.current_url
     assert _listed_ids(browser) == {replay_me.id, discard_me.id}
     assert {cell.text.lower() for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-status")} == {"open"}
-    _shot(browser, "dead-letters-02-filtered.png")
+    _shot(browser, screenshots, "dead-letters-02-filtered.png")
 
     _act(browser, replay_me.id, "replay")
     assert "Replayed 1 dead letter(s)" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
@@ -100,28 +81,28 @@ def test_operator_triages_dead_letters_and_support_is_refused(transactional_db, 
     _act(browser, discard_me.id, "discard")
     note = browser.find_element(By.NAME, "note")
     note.send_keys("Test event sent from the provider dashboard; nothing to fulfil.")
-    _shot(browser, "dead-letters-03-discard-note.png")
+    _shot(browser, screenshots, "dead-letters-03-discard-note.png")
     browser.find_element(By.CSS_SELECTOR, "input[name=apply]").click()
     assert "Discarded 1 dead letter(s)" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     assert {cell.text.lower() for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-status")} == {
         "replayed", "discarded"
     }
-    _shot(browser, "dead-letters-04-result.png")
+    _shot(browser, screenshots, "dead-letters-04-result.png")
 
     statuses = dict(DeadLetter.objects.values_list("id", "status"))
     assert statuses == {replay_me.id: "replayed", discard_me.id: "discarded", other.id: "open"}
     discarded = DeadLetter.objects.get(id=discard_me.id)
     assert discarded.note == "Test event sent from the provider dashboard; nothing to fulfil."
     assert discarded.acted_by.username == "olivia-operator"
-    assert broker_flushed.llen("payhook") == 1  # the replay reached the broker, once
+    assert broker_flushed.llen(celery_queue()) == 1  # the replay reached the broker, once
 
     _log_in(browser, live_server, "sam-support")
     assert "Dead letters" not in browser.find_element(By.ID, "content-main").text
     assert "Webhook events" in browser.find_element(By.ID, "content-main").text
     assert not browser.find_elements(By.ID, "dead-letter-stats")
-    _shot(browser, "dead-letters-05-support-index.png")
+    _shot(browser, screenshots, "dead-letters-05-support-index.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/")
     assert "403 Forbidden" in browser.page_source
-    _shot(browser, "dead-letters-06-support-refused.png")
+    _shot(browser, screenshots, "dead-letters-06-support-refused.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/{other.id}/change/")
     assert "403 Forbidden" in browser.page_source

@@ -5,6 +5,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.conftest import celery_queue
 from tests.deadletters.factories import staff_user_create
 
 
@@ -55,11 +56,11 @@ def audit_calls(monkeypatch):
 
 @pytest.fixture
 def queued(broker_flushed):
-    """Reads the Celery messages waiting on the `payhook` queue: [(task name, args), ...]."""
+    """Reads the Celery messages waiting on this run's queue: [(task name, args), ...]."""
 
     def read() -> list[tuple[str, list]]:
         messages = []
-        for raw in reversed(broker_flushed.lrange("payhook", 0, -1)):
+        for raw in reversed(broker_flushed.lrange(celery_queue(), 0, -1)):
             message = json.loads(raw)
             args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
             messages.append((message["headers"]["task"], args))

@@ -5,7 +5,6 @@ import secrets
 import subprocess
 import time
 from io import StringIO
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -128,9 +127,7 @@ def test_with_the_broker_down_a_post_is_accepted_and_processed_once_the_broker_i
 def test_with_the_database_unreachable_a_post_answers_503_and_ingestion_recovers(
     stripe_endpoint, stripe_secret, test_database_url, broker_url, broker_flushed, tmp_path
 ):
-    proxy = TcpProxy(urlsplit(test_database_url).port or 5432)
-    parts = urlsplit(test_database_url)
-    proxied_url = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy, proxied_url = TcpProxy.for_url(test_database_url)
     env = process_env(proxied_url, broker_url, DATABASE_CONNECT_TIMEOUT="2")
     web, url = web_start(env, tmp_path / "web.log")
     held_back = samples.stripe_event("invoice.paid")

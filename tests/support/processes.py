@@ -75,7 +75,7 @@ def worker_start(
 ) -> Process:
     args = [
         str(BIN / "celery"), "-A", app, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
-        "--queues", "payhook", "--pool", "prefork", "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
+        "--queues", env.get("CELERY_QUEUE", "payhook"), "--pool", "prefork", "--hostname", f"{name}@%h", "--without-gossip", "--without-mingle",
     ]
     if beat:
         args += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]

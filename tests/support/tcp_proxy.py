@@ -82,3 +82,4 @@ class TcpProxy:
                     sock.close()
                 except OSError:
                     pass
+

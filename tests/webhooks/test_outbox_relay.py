@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.conftest import celery_queue
 from tests.webhooks.factories import WebhookEventFactory
 from webhooks.models import WebhookEvent
 from webhooks.relay import outbox_relay_once
@@ -26,7 +27,7 @@ def test_relay_publishes_undispatched_events_in_batches_and_marks_them(settings,
 
     assert outbox_relay_once() == 3
 
-    batches = [_args(raw) for raw in reversed(broker_flushed.lrange("payhook", 0, -1))]
+    batches = [_args(raw) for raw in reversed(broker_flushed.lrange(celery_queue(), 0, -1))]
     assert sorted(map(len, batches)) == [1, 2]
     assert sorted(i for batch in batches for i in batch) == sorted(str(e.id) for e in events)
     assert not WebhookEvent.objects.filter(dispatched_at__isnull=True).exists()
@@ -38,7 +39,7 @@ def test_relay_leaves_finished_and_already_dispatched_events_alone(broker_flushe
     WebhookEventFactory(status="dead")
 
     assert outbox_relay_once() == 0
-    assert broker_flushed.llen("payhook") == 0
+    assert broker_flushed.llen(celery_queue()) == 0
 
 
 def test_a_failed_publish_leaves_the_events_for_the_next_pass(monkeypatch, broker_flushed):

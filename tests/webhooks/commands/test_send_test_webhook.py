@@ -32,6 +32,7 @@ def _accepted_event_id(output: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.integration
 def test_it_posts_a_signed_stripe_sample_event_that_gets_stored(web_url, stripe_endpoint, stripe_secret):
     output = _send("stripe", "checkout.session.completed", "--url", f"{web_url}/webhooks/stripe/")
 
@@ -44,6 +45,7 @@ def test_it_posts_a_signed_stripe_sample_event_that_gets_stored(web_url, stripe_
     assert stripe_secret not in output
 
 
+@pytest.mark.integration
 def test_it_posts_a_signed_standard_webhooks_event_that_gets_stored(web_url, standard_endpoint, standard_secret):
     output = _send("acme", "invoice.paid", "--url", f"{web_url}/webhooks/acme/")
 
@@ -55,6 +57,7 @@ def test_it_posts_a_signed_standard_webhooks_event_that_gets_stored(web_url, sta
     assert standard_secret not in output
 
 
+@pytest.mark.integration
 def test_it_signs_with_a_given_ed25519_private_key_when_the_endpoint_holds_only_public_keys(web_url, ed25519_keys):
     private_key, public_key = ed25519_keys
     call_command("webhook_endpoint", "create", "signed", "--scheme", "standard", "--secret", public_key, stdout=StringIO())
@@ -64,6 +67,7 @@ def test_it_signs_with_a_given_ed25519_private_key_when_the_endpoint_holds_only_
     assert WebhookEvent.objects.filter(id=_accepted_event_id(output), event_type="charge.refunded").exists()
 
 
+@pytest.mark.integration
 def test_a_refusal_by_the_endpoint_is_a_command_error(web_url, stripe_endpoint):
     stripe_endpoint.is_active = False
     stripe_endpoint.save()
