@@ -30,9 +30,12 @@ check-python:
 install: check-python $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
+	@echo "installing payhook and its pinned dependencies into $(VENV) (once; again when pyproject.toml changes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# -qq: errors only; pip's warnings about this machine's own configuration are not payhook's news.
+	@$(BIN)/python -m pip install -qq --upgrade pip
+	@$(BIN)/python -m pip install -qq -e '.[test]' 2>&1 | grep -v -e BuildBackendWarning -e '^ *!!' -e '^ *\*\*\*' -e 'be careful with folders' -e 'name as your package' -e 'WheelFile' -e '^ *$$' || true
+	@$(BIN)/python -c 'import django, celery, rest_framework, pytest' || { echo "payhook: the install into $(VENV) failed (see above)"; exit 1; }
 	@touch $@
 
 # Development keys, generated once per checkout; never committed (.gitignore).
@@ -41,7 +44,7 @@ $(INSTALLED): pyproject.toml
 	@echo "wrote $@ with generated development keys"
 
 migrate: install .env
-	$(BIN)/python manage.py migrate --no-input
+	@$(BIN)/python manage.py migrate --no-input -v 0 && echo "database migrated"
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
