@@ -20,6 +20,8 @@ class AuditAction(models.TextChoices):
     ENDPOINT_SECRET_ADDED = "endpoint.secret_added"
     ENDPOINT_SECRET_REMOVED = "endpoint.secret_removed"
     PREFERENCES_CHANGED = "preferences.changed"
+    # Written once, by migration 0004, to seal a log begun before the chain was keyed (audit/chain.py).
+    CHAIN_KEYED = "audit.chain_keyed"
 
 
 class AuditEntry(models.Model):
@@ -75,7 +77,8 @@ class AuditChainHead(models.Model):
     """The single row that names the chain's last entry.
 
     Appends lock it (SELECT … FOR UPDATE), so concurrent workers extend the chain one at a time and
-    never fork it; it also lets verification notice entries removed from the end.
+    never fork it; it also lets verification notice entries removed from the end. It is created by
+    `migrate` and must always exist: a missing head is a broken chain, never a fresh one.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
