@@ -100,6 +100,18 @@ class TestKeyedChain:
         with pytest.raises(CommandError, match=r"^audit entry 1: content does not match its hash"):
             _verify()
 
+    def test_a_forged_seal_does_not_make_the_prefix_unkeyed(self, chain_of_five):
+        # Relabel entry 5 as the seal so 1-4 would be checked as plain SHA-256: the seal itself is keyed.
+        _tamper("UPDATE audit_auditentry SET action = %s WHERE id = 5", [chain.CHAIN_KEYED_ACTION])
+        _rechain(from_id=1, hasher=_sha256)
+        with pytest.raises(CommandError, match=r"^audit entry 5: content does not match its hash"):
+            _verify()
+
+    def test_a_hash_replaced_by_arbitrary_text_is_a_one_line_failure(self, chain_of_five):
+        _tamper("UPDATE audit_auditentry SET entry_hash = %s WHERE id = 2", ["é" * 10])
+        with pytest.raises(CommandError, match=r"^audit entry 2: content does not match its hash"):
+            _verify()
+
 
 @pytest.mark.django_db
 class TestTruncatedOrCutShort:
