@@ -19,7 +19,9 @@ GENESIS_HASH = "0" * 64
 # The entry that ends the unkeyed prefix of a log started before the chain was keyed. It is itself
 # keyed and covers the last unkeyed entry's hash, so that prefix cannot be rewritten without the key
 # either. Entries before the first such entry are checked with plain SHA-256; it and all later
-# entries with the key. A log without one is keyed from entry 1.
+# entries with the key. A log without one is keyed from entry 1. Only migration 0004 writes it: it is
+# deliberately not an AuditAction, so the append services refuse it (a later one would un-key the
+# entries before it in verification's eyes, and fail them).
 CHAIN_KEYED_ACTION = "audit.chain_keyed"
 
 

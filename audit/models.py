@@ -20,8 +20,6 @@ class AuditAction(models.TextChoices):
     ENDPOINT_SECRET_ADDED = "endpoint.secret_added"
     ENDPOINT_SECRET_REMOVED = "endpoint.secret_removed"
     PREFERENCES_CHANGED = "preferences.changed"
-    # Written once, by migration 0004, to seal a log begun before the chain was keyed (audit/chain.py).
-    CHAIN_KEYED = "audit.chain_keyed"
 
 
 class AuditEntry(models.Model):

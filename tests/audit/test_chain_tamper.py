@@ -15,7 +15,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import chain
-from audit.exceptions import AuditChainBroken
+from audit.exceptions import AuditChainBroken, UnknownAuditAction
 from audit.models import AuditChainHead, AuditEntry
 from audit.selectors import _expected_head_check
 from audit.services import audit_entries_append, audit_entry_append
@@ -76,6 +76,11 @@ class TestKeyedChain:
         settings.AUDIT_CHAIN_KEY = "some-other-key"
         with pytest.raises(CommandError, match=r"^audit entry 1: content does not match its hash"):
             _verify()
+
+    def test_the_services_refuse_to_append_a_seal(self, chain_of_five):
+        with pytest.raises(UnknownAuditAction):
+            audit_entry_append(action=chain.CHAIN_KEYED_ACTION)
+        assert _verify().startswith("OK 5 entries")
 
     def test_an_empty_key_is_refused_rather_than_used(self, chain_of_five, settings):
         settings.AUDIT_CHAIN_KEY = ""
