@@ -40,6 +40,8 @@ def _chain_walk(chunk_size: int) -> tuple[int, int, str]:
         # Created by migrate before any append: without it, emptied tables would pass as a new log.
         raise AuditChainBroken("audit chain head: the head row is missing (log emptied or head removed)")
     # Entries before the seal were hashed before the chain was keyed; the seal's keyed hash covers them.
+    # Without a seal every entry must be keyed, so removing the seal (or never having one) cannot
+    # downgrade a log to plain SHA-256.
     keyed_from = _keyed_from()
     key = chain.chain_key()
     prev_hash, expected_id, count = chain.GENESIS_HASH, 1, 0
@@ -71,9 +73,6 @@ def _chain_walk(chunk_size: int) -> tuple[int, int, str]:
             )
         prev_hash, expected_id, count = entry.entry_hash, expected_id + 1, count + 1
     last_id = expected_id - 1
-    if keyed_from > 1 and last_id < keyed_from:
-        # The seal is gone: an unkeyed-only log could have been rewritten by anyone.
-        raise AuditChainBroken(f"audit entry {last_id}: the keyed seal after it is missing (removed)", entry_id=last_id)
     if (head.last_id, head.last_hash) != (last_id, prev_hash):
         if head.last_id > last_id:
             reason = f"entries after {last_id} were removed (the chain head names entry {head.last_id})"
