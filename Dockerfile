@@ -14,7 +14,7 @@ COPY . .
 # Static files are collected at build time (they depend on the code only). Settings need their
 # required variables to import: throwaway values, never used at run time.
 RUN DJANGO_SECRET_KEY=collectstatic-only FIELD_ENCRYPTION_KEYS=Y29sbGVjdHN0YXRpYy1vbmx5LWtleS0wMDAwMDAwMDA= \
-        BLIND_INDEX_KEY=collectstatic-only CELERY_BROKER_URL=memory:// \
+        BLIND_INDEX_KEY=collectstatic-only AUDIT_CHAIN_KEY=collectstatic-only CELERY_BROKER_URL=memory:// \
         python manage.py collectstatic --no-input \
     && useradd --system --uid 10001 --no-create-home payhook \
     && chown payhook var

@@ -1,10 +1,28 @@
-"""How an audit entry's hash is computed; shared by appending and verification."""
+"""How an audit entry's hash is computed; shared by appending and verification.
+
+Each entry's hash is HMAC-SHA256, keyed by `AUDIT_CHAIN_KEY`, over the previous entry's hash and
+the entry's canonical content. The key lives only in the environment, never in the database, so
+someone who can write the audit tables but does not hold the key cannot recompute a valid chain
+after changing an entry. Logs written before the chain was keyed keep their plain SHA-256 prefix;
+migration 0004 sealed it with one keyed `audit.chain_keyed` entry (see `CHAIN_KEYED_ACTION`).
+"""
 
 import hashlib
+import hmac
 import json
 from datetime import UTC
 
+from django.conf import settings
+
 GENESIS_HASH = "0" * 64
+
+# The entry that ends the unkeyed prefix of a log started before the chain was keyed. It is itself
+# keyed and covers the last unkeyed entry's hash, so that prefix cannot be rewritten without the key
+# either. Entries before the first such entry are checked with plain SHA-256; it and all later
+# entries with the key. A log without one is keyed from entry 1. Only migration 0004 writes it: it is
+# deliberately not an AuditAction, so the append services refuse it (a later one would un-key the
+# entries before it in verification's eyes, and fail them).
+CHAIN_KEYED_ACTION = "audit.chain_keyed"
 
 
 def occurred_at_text(value) -> str:
@@ -42,5 +60,19 @@ def entry_content(*, id: int, action: str, occurred_at, actor: str, event_id, da
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_hash(prev_hash: str, content: str) -> str:
+def chain_key() -> bytes:
+    key = settings.AUDIT_CHAIN_KEY
+    if not key:
+        # An empty key would make the "keyed" chain computable by anyone.
+        raise ValueError("AUDIT_CHAIN_KEY is empty")
+    return key.encode()
+
+
+def entry_hash(prev_hash: str, content: str, *, key: bytes | None = None) -> str:
+    """HMAC-SHA256 of the previous hash and the content under `key` (default: AUDIT_CHAIN_KEY)."""
+    return hmac.new(key if key is not None else chain_key(), (prev_hash + content).encode(), hashlib.sha256).hexdigest()
+
+
+def entry_hash_unkeyed(prev_hash: str, content: str) -> str:
+    """The plain SHA-256 of entries written before the chain was keyed; verification only."""
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()

@@ -75,7 +75,8 @@ class AuditChainHead(models.Model):
     """The single row that names the chain's last entry.
 
     Appends lock it (SELECT … FOR UPDATE), so concurrent workers extend the chain one at a time and
-    never fork it; it also lets verification notice entries removed from the end.
+    never fork it; it also lets verification notice entries removed from the end. It is created by
+    `migrate` and must always exist: a missing head is a broken chain, never a fresh one.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)

@@ -28,8 +28,22 @@ def _entries_in_order(chunk_size: int) -> Iterator[AuditEntry]:
     return AuditEntry.objects.order_by("id").prefetch_related(subjects).iterator(chunk_size=chunk_size)
 
 
-def _chain_walk(chunk_size: int) -> tuple[int, str]:
+def _keyed_from() -> int:
+    """Id of the first keyed entry: the first `audit.chain_keyed` entry, else 1 (keyed throughout)."""
+    sealed = AuditEntry.objects.filter(action=chain.CHAIN_KEYED_ACTION).order_by("id").values_list("id", flat=True).first()
+    return sealed or 1
+
+
+def _chain_walk(chunk_size: int) -> tuple[int, int, str]:
     head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None:
+        # Created by migrate before any append: without it, emptied tables would pass as a new log.
+        raise AuditChainBroken("audit chain head: the head row is missing (log emptied or head removed)")
+    # Entries before the seal were hashed before the chain was keyed; the seal's keyed hash covers them.
+    # Without a seal every entry must be keyed, so removing the seal (or never having one) cannot
+    # downgrade a log to plain SHA-256.
+    keyed_from = _keyed_from()
+    key = chain.chain_key()
     prev_hash, expected_id, count = chain.GENESIS_HASH, 1, 0
     for entry in _entries_in_order(chunk_size):
         if entry.id != expected_id:
@@ -46,33 +60,82 @@ def _chain_walk(chunk_size: int) -> tuple[int, str]:
             event_id=entry.event_id, data=entry.data, dedup_key=entry.dedup_key,
             subjects=[(subject.kind, subject.value_hash) for subject in entry.subjects.all()],
         )
-        if chain.entry_hash(entry.prev_hash, content) != entry.entry_hash:
-            raise AuditChainBroken(f"audit entry {entry.id}: content does not match its hash (altered)", entry_id=entry.id)
+        if entry.id < keyed_from:
+            expected = chain.entry_hash_unkeyed(entry.prev_hash, content)
+        else:
+            expected = chain.entry_hash(entry.prev_hash, content, key=key)
+        # Plain comparison: this is an offline check (no timing oracle), and a tampered hash may hold
+        # any characters, which compare_digest refuses.
+        if expected != entry.entry_hash:
+            raise AuditChainBroken(
+                f"audit entry {entry.id}: content does not match its hash (altered, or another AUDIT_CHAIN_KEY)",
+                entry_id=entry.id,
+            )
         prev_hash, expected_id, count = entry.entry_hash, expected_id + 1, count + 1
     last_id = expected_id - 1
-    head_id, head_hash = (head.last_id, head.last_hash) if head else (0, chain.GENESIS_HASH)
-    if (head_id, head_hash) != (last_id, prev_hash):
-        if head is None:
-            reason = "the chain head row is missing"
-        elif head_id > last_id:
-            reason = f"entries after {last_id} were removed (the chain head names entry {head_id})"
+    if (head.last_id, head.last_hash) != (last_id, prev_hash):
+        if head.last_id > last_id:
+            reason = f"entries after {last_id} were removed (the chain head names entry {head.last_id})"
+        elif head.last_id < last_id:
+            reason = f"entries after the chain head ({head.last_id}) were added outside an append"
         else:
-            reason = f"the chain head names entry {head_id} with another hash (altered)"
-        raise AuditChainBroken(f"audit entry {head_id if head_id > last_id else last_id}: {reason}", entry_id=head_id or last_id)
-    return count, prev_hash
+            reason = "the chain head names it with another hash (altered)"
+        entry_id = max(head.last_id, last_id)
+        raise AuditChainBroken(f"audit entry {entry_id}: {reason}", entry_id=entry_id)
+    return count, last_id, prev_hash
 
 
-def audit_chain_verify(*, chunk_size: int = 2000) -> tuple[int, str]:
-    """Walk the whole chain; (entry count, last hash) or AuditChainBroken naming the first bad entry.
+def _expected_head_check(expect_head: tuple[int, str]) -> None:
+    """The chain (already verified) still holds entry `id` with `hash`: nothing up to it was rewritten."""
+    expected_id, expected_hash = expect_head
+    if expected_id == 0:
+        found = chain.GENESIS_HASH
+    else:
+        found = AuditEntry.objects.filter(pk=expected_id).values_list("entry_hash", flat=True).first()
+    if found is None:
+        raise AuditChainBroken(
+            f"audit entry {expected_id}: the expected head is no longer in the log (cut short)", entry_id=expected_id
+        )
+    if found != expected_hash:
+        raise AuditChainBroken(
+            f"audit entry {expected_id}: its hash differs from the expected head (rewritten)", entry_id=expected_id
+        )
 
-    Catches an entry altered, removed (also from the end) or inserted by anyone who did not also
-    recompute every later hash and the chain head. Publishing the last hash elsewhere from time to
-    time makes even that detectable.
+
+def _verify(chunk_size: int, expect_head: tuple[int, str] | None) -> tuple[int, int, str]:
+    result = _chain_walk(chunk_size)
+    if expect_head is not None:
+        _expected_head_check(expect_head)
+    return result
+
+
+def audit_chain_verify(*, chunk_size: int = 2000, expect_head: tuple[int, str] | None = None) -> tuple[int, int, str]:
+    """Walk the whole chain; (entry count, head id, head hash) or AuditChainBroken naming the bad entry.
+
+    Catches an entry altered, removed (also from the end, or all of them) or inserted by anyone who
+    does not hold AUDIT_CHAIN_KEY. With `expect_head` (an id and hash published earlier) it also
+    catches a rewrite by someone who does: the log must still hold that entry with that hash.
     """
     if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return _chain_walk(chunk_size)
+        return _verify(chunk_size, expect_head)
     # One snapshot for the whole walk, so appends committing meanwhile cannot look like tampering.
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return _chain_walk(chunk_size)
+        return _verify(chunk_size, expect_head)
+
+
+def audit_chain_head_get() -> dict:
+    """The chain head as published: its entry id and hash, and how many entries the log holds.
+
+    Raises AuditChainBroken when the head row is missing or names an entry the log does not hold
+    with that hash (the cheap check; `verify_audit_chain` walks everything).
+    """
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is None:
+        raise AuditChainBroken("audit chain head: the head row is missing")
+    if head.last_id:
+        stored = AuditEntry.objects.filter(pk=head.last_id).values_list("entry_hash", flat=True).first()
+        if stored != head.last_hash:
+            raise AuditChainBroken(f"audit entry {head.last_id}: the chain head does not match it", entry_id=head.last_id)
+    return {"id": head.last_id, "hash": head.last_hash, "count": AuditEntry.objects.count()}

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import chain
-from audit.exceptions import AuditError, InvalidAuditActor, UnknownAuditAction
+from audit.exceptions import AuditChainBroken, AuditError, InvalidAuditActor, UnknownAuditAction
 from audit.hashing import blind_index
 from audit.models import AuditAction, AuditChainHead, AuditEntry, AuditSubject
 from audit.redaction import redact, redact_text
@@ -33,13 +33,29 @@ def _dedup_key_clean(dedup_key: str | None) -> str | None:
 
 
 def _chain_head_lock() -> AuditChainHead:
-    """Lock the chain head row until the caller's transaction ends (created on first use)."""
+    """Lock the chain head row until the caller's transaction ends.
+
+    The row is created by `migrate` (`audit_chain_head_ensure`), never here: a missing head means the
+    tables were emptied or the head removed, and starting a fresh chain would hide that.
+    """
     head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
     if head is None:
-        # A concurrent first append blocks on the primary key here and then finds the row.
-        AuditChainHead.objects.get_or_create(pk=1, defaults={"last_id": 0, "last_hash": chain.GENESIS_HASH})
-        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        raise AuditChainBroken("the audit chain head row is missing; run verify_audit_chain")
     return head
+
+
+def audit_chain_head_ensure(*, using: str = "default") -> bool:
+    """Create the chain head at genesis if the log has never been started; True if created.
+
+    Runs after every `migrate` (post_migrate, as the schema owner), so the head exists before the
+    first append and after a test flush. It is not created when entries exist without it: that log
+    is broken and `verify_audit_chain` must say so.
+    """
+    with transaction.atomic(using=using):
+        if AuditChainHead.objects.using(using).filter(pk=1).exists() or AuditEntry.objects.using(using).exists():
+            return False
+        AuditChainHead.objects.using(using).create(pk=1, last_id=0, last_hash=chain.GENESIS_HASH)
+        return True
 
 
 def _entry_insert(entry: AuditEntry) -> bool:
@@ -93,8 +109,10 @@ def _entry_prepare(
     }
 
 
-def _entry_chain(*, id: int, prev_hash: str, action, actor, event_id, data, subject_pairs, dedup_key) -> AuditEntry:
-    """The unsaved entry at position `id`, hashed onto `prev_hash`."""
+def _entry_chain(
+    *, id: int, prev_hash: str, action, actor, event_id, data, subject_pairs, dedup_key, key: bytes | None = None
+) -> AuditEntry:
+    """The unsaved entry at position `id`, hashed onto `prev_hash` under the chain key."""
     entry = AuditEntry(
         id=id,
         action=action,
@@ -109,7 +127,7 @@ def _entry_chain(*, id: int, prev_hash: str, action, actor, event_id, data, subj
         id=id, action=action, occurred_at=entry.occurred_at, actor=actor, event_id=event_id,
         data=data, dedup_key=dedup_key, subjects=subject_pairs,
     )
-    entry.entry_hash = chain.entry_hash(prev_hash, content)
+    entry.entry_hash = chain.entry_hash(prev_hash, content, key=key)
     return entry
 
 
@@ -222,13 +240,14 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
     written: list[AuditEntry] = []
     subjects: list[AuditSubject] = []
     last_id, last_hash = head.last_id, head.last_hash
+    key = chain.chain_key()
     for item in prepared:
         dedup_key = item["dedup_key"]
         if dedup_key is not None:
             if dedup_key in seen:
                 continue
             seen.add(dedup_key)
-        entry = _entry_chain(id=last_id + 1, prev_hash=last_hash, **item)
+        entry = _entry_chain(id=last_id + 1, prev_hash=last_hash, key=key, **item)
         written.append(entry)
         subjects.extend(AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash) for kind, value_hash in item["subject_pairs"])
         last_id, last_hash = entry.id, entry.entry_hash

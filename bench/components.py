@@ -1,7 +1,7 @@
 """CPU cost of each step of payhook's receive path, in-process, one ~2.5 KB Stripe event (µs per call).
 
 Run by bench/ingest.py at the end (same environment: its database, Redis db 14 as broker), or alone:
-    DJANGO_SECRET_KEY=... FIELD_ENCRYPTION_KEYS=... BLIND_INDEX_KEY=... CELERY_BROKER_URL=redis://127.0.0.1:6379/14 \
+    DJANGO_SECRET_KEY=... FIELD_ENCRYPTION_KEYS=... BLIND_INDEX_KEY=... AUDIT_CHAIN_KEY=... CELERY_BROKER_URL=redis://127.0.0.1:6379/14 \
         .venv/bin/python bench/components.py --body-bytes 2500
 Prints one JSON object. Only the broker publish touches a server (Redis db 14: the caller flushes it).
 """

@@ -471,6 +471,7 @@ class Bench:
             DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
             FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             BLIND_INDEX_KEY=secrets.token_urlsafe(32),
+            AUDIT_CHAIN_KEY=secrets.token_urlsafe(32),
             DJANGO_LOG_LEVEL="WARNING",
             DJANGO_DEBUG="false",  # the checkout's .env may say true; the environment wins over it
             SENTRY_DSN="",

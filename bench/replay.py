@@ -43,6 +43,7 @@ def main() -> int:
         "DJANGO_SECRET_KEY": "bench-" + os.urandom(16).hex(),
         "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "BLIND_INDEX_KEY": os.urandom(16).hex(),
+        "AUDIT_CHAIN_KEY": os.urandom(16).hex(),
         "DJANGO_DEBUG": "false",
         "DJANGO_LOG_LEVEL": "WARNING",
         "CELERY_LOG_LEVEL": "WARNING",

@@ -9,5 +9,6 @@ print("# Generated for local development by `make run`. Never use these values i
 print(f"DJANGO_SECRET_KEY={secrets.token_urlsafe(50)}")
 print(f"FIELD_ENCRYPTION_KEYS={Fernet.generate_key().decode()}")
 print(f"BLIND_INDEX_KEY={secrets.token_urlsafe(32)}")
+print(f"AUDIT_CHAIN_KEY={secrets.token_urlsafe(32)}")
 print("EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend")  # files under var/mail/: no address on the terminal
 print("WEBHOOK_SWEEP_INTERVAL_SECONDS=5")

@@ -142,6 +142,15 @@ BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY")
 # Earlier blind-index keys: audit searches still find entries hashed under them (docs/audit.md).
 BLIND_INDEX_PREVIOUS_KEYS = env.list("BLIND_INDEX_PREVIOUS_KEYS", default=[])
 
+# --- Audit chain ------------------------------------------------------------------------------
+# Keys the audit hash chain (HMAC-SHA256). Environment only, never in the database: whoever can
+# write the audit tables without it cannot forge a chain that verifies. It must not change (docs/audit.md).
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY")
+# The chain head (id, hash, count) is logged this often, so a later rewrite can be proven against it.
+AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS = env.float("AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS", default=300.0)
+# The role web, worker and beat connect as: migrations leave it only SELECT/INSERT on the audit log.
+DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="payhook_app")
+
 # --- Webhooks ---------------------------------------------------------------------------------
 WEBHOOK_TOLERANCE_SECONDS = env.int("WEBHOOK_TOLERANCE_SECONDS", default=300)
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
@@ -215,6 +224,10 @@ CELERY_BEAT_SCHEDULE = {
     "dead-letters-watch": {
         "task": "webhooks.monitoring.dead_letters_watch",
         "schedule": env.float("DLQ_WATCH_INTERVAL_SECONDS", default=60.0),
+    },
+    "audit-chain-head-publish": {
+        "task": "audit.tasks.audit_chain_head_publish",
+        "schedule": AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS,
     },
 }
 # The watch logs a warning when the dead-letter table holds this many open rows, or when the

@@ -40,14 +40,14 @@ class TestVerifyAuditChain:
     def test_an_intact_chain_prints_one_ok_line_with_the_count(self, chain_of_five):
         output = _verify()
         last = AuditEntry.objects.get(pk=5).entry_hash
-        assert output == f"audit chain OK: 5 entries, last hash {last}\n"
+        assert output == f"OK 5 entries, head 5:{last}\n"
 
-    def test_an_empty_log_is_ok(self):
-        assert _verify().startswith("audit chain OK: 0 entries")
+    def test_a_log_never_written_is_ok_at_the_genesis_head(self):
+        assert _verify() == f"OK 0 entries, head 0:{'0' * 64}\n"
 
     def test_an_altered_entry_fails_naming_it(self, chain_of_five):
         _tamper("UPDATE audit_auditentry SET data = '{\"entitlement_key\": \"enterprise\", \"n\": 2}' WHERE id = 3")
-        with pytest.raises(CommandError, match=r"^audit entry 3: content does not match its hash \(altered\)$"):
+        with pytest.raises(CommandError, match=r"^audit entry 3: content does not match its hash \(altered, or another AUDIT_CHAIN_KEY\)$"):
             _verify()
 
     def test_an_altered_actor_fails(self, chain_of_five):
@@ -98,7 +98,7 @@ class TestVerifyAuditChain:
             audit_entry_append(action="webhook.received", data={"n": n}, subjects={"user": str(n + 1)} if n % 2 else None)
         # 120 entries in chunks of 25: a handful of queries, not one per entry.
         with django_assert_max_num_queries(15):
-            assert _verify(chunk_size=25).startswith("audit chain OK: 120 entries")
+            assert _verify(chunk_size=25).startswith("OK 120 entries, head 120:")
 
 
 @pytest.mark.integration
@@ -117,8 +117,10 @@ def test_the_command_exits_non_zero_with_a_one_line_reason(test_database_url):
         return subprocess.run([sys.executable, "manage.py", "verify_audit_chain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
     ok = run()
-    assert ok.returncode == 0 and ok.stdout.startswith("audit chain OK: 3 entries"), ok.stderr
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1].startswith("OK 3 entries, head 3:"), ok.stderr
     _tamper("UPDATE audit_auditentry SET data = '{\"n\": 7}' WHERE id = 2")
     broken = run()
     assert broken.returncode != 0
-    assert broken.stderr.strip().splitlines() == ["CommandError: audit entry 2: content does not match its hash (altered)"]
+    assert broken.stderr.strip().splitlines() == [
+        "CommandError: audit entry 2: content does not match its hash (altered, or another AUDIT_CHAIN_KEY)"
+    ]

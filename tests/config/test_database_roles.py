@@ -45,7 +45,7 @@ def test_the_app_role_reads_and_writes_rows_but_cannot_change_the_schema(scratch
     )
     owner_url = f"postgres://{r['owner']}@{r['host']}:{r['port']}/{r['db']}"
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=ROOT, check=True, capture_output=True,
-                   timeout=240, env={**base_env, "DATABASE_URL": owner_url})
+                   timeout=240, env={**base_env, "DATABASE_URL": owner_url, "DATABASE_APP_ROLE": r["app"]})
 
     with psycopg.connect(host=r["host"], port=r["port"], user=r["app"], password=app_password, dbname=r["db"],
                          autocommit=True) as app:
@@ -59,3 +59,68 @@ def test_the_app_role_reads_and_writes_rows_but_cannot_change_the_schema(scratch
             app.execute("ALTER TABLE auth_group ADD COLUMN smuggled int")
         with pytest.raises(errors.InsufficientPrivilege):
             app.execute("TRUNCATE webhooks_webhookevent")
+
+        _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env)
+
+
+AUDIT_TABLES = ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead")
+
+
+def _manage_as_app(r, app_password, base_env, *args):
+    app_url = f"postgres://{r['app']}:{app_password}@{r['host']}:{r['port']}/{r['db']}"
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**base_env, "DATABASE_URL": app_url, "DATABASE_APP_ROLE": r["app"]})
+
+
+def _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env):
+    """Migration 0004 left the app role SELECT and INSERT on the audit log (and the guarded head
+    move); not owning the tables, it cannot alter them or switch their triggers off."""
+    # The service's own code path, as web and worker run it: one append, one batch, then verify.
+    appended = _manage_as_app(r, app_password, base_env, "shell", "-c", (
+        "from audit.services import audit_entry_append, audit_entries_append; "
+        "audit_entry_append(action='webhook.received', data={'n': 1}, subjects={'email': 'erin@example.com'}); "
+        "audit_entries_append(entries=[{'action': 'entitlement.granted', 'actor': '7', 'subjects': {'user': '7'}}, "
+        "{'action': 'notification.sent', 'dedup_key': 'n:1'}])"
+    ))
+    assert appended.returncode == 0, appended.stderr[-2000:]
+    verified = _manage_as_app(r, app_password, base_env, "verify_audit_chain")
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    head_hash = app.execute("SELECT last_hash FROM audit_auditchainhead WHERE id = 1").fetchone()[0]
+    assert verified.stdout.splitlines()[-1] == f"OK 3 entries, head 3:{head_hash}"
+
+    refused = [
+        "UPDATE audit_auditentry SET actor = '1' WHERE id = 1",
+        "UPDATE audit_auditsubject SET value_hash = 'x'",
+        "DELETE FROM audit_auditentry WHERE id = 3",
+        "DELETE FROM audit_auditsubject",
+        "DELETE FROM audit_auditchainhead",
+        "INSERT INTO audit_auditchainhead (id, last_id, last_hash) VALUES (2, 0, 'x')",
+        "UPDATE audit_auditchainhead SET id = 2",
+        *(f"TRUNCATE {table}" for table in AUDIT_TABLES),
+        "TRUNCATE audit_auditentry, audit_auditsubject, audit_auditchainhead CASCADE",
+        *(f"ALTER TABLE {table} DISABLE TRIGGER USER" for table in AUDIT_TABLES),
+        *(f"ALTER TABLE {table} DISABLE TRIGGER ALL" for table in AUDIT_TABLES),
+        "ALTER TABLE audit_auditentry ADD COLUMN smuggled int",
+        "ALTER TABLE audit_auditentry OWNER TO CURRENT_USER",
+        "DROP TRIGGER audit_auditentry_append_only ON audit_auditentry",
+        "DROP TRIGGER audit_auditentry_no_truncate ON audit_auditentry",
+        "CREATE OR REPLACE FUNCTION audit_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+        "CREATE TRIGGER smuggled BEFORE INSERT ON audit_auditentry FOR EACH ROW EXECUTE FUNCTION audit_reject_change()",
+        "SET session_replication_role = replica",
+    ]
+    for sql in refused:
+        with pytest.raises(errors.InsufficientPrivilege):
+            app.execute(sql)
+    # The one write it has on the head is the guarded move: never backwards.
+    first_hash = app.execute("SELECT entry_hash FROM audit_auditentry WHERE id = 1").fetchone()[0]
+    with pytest.raises(errors.RestrictViolation, match="advance"):
+        app.execute("UPDATE audit_auditchainhead SET last_id = 1, last_hash = %s", [first_hash])
+
+    assert app.execute("SELECT count(*) FROM audit_auditentry").fetchone() == (3,)
+    assert app.execute("SELECT count(*) FROM audit_auditsubject").fetchone() == (2,)
+    verified = _manage_as_app(r, app_password, base_env, "verify_audit_chain", "--expect-head", f"3:{head_hash}")
+    assert verified.returncode == 0 and verified.stdout.splitlines()[-1] == f"OK 3 entries, head 3:{head_hash}"
+    # The head publisher runs under the app role too.
+    published = _manage_as_app(r, app_password, base_env, "shell", "-c",
+                               "from audit.tasks import audit_chain_head_publish; print(audit_chain_head_publish())")
+    assert published.returncode == 0 and "'count': 3" in published.stdout, published.stderr[-2000:]

@@ -22,6 +22,7 @@ ROOT = settings.BASE_DIR
 APP_SERVICES = ("web", "worker", "beat")
 REQUIRED_SECRETS = {
     "DJANGO_SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "BLIND_INDEX_KEY", "POSTGRES_PASSWORD", "POSTGRES_APP_PASSWORD",
+    "AUDIT_CHAIN_KEY",
     "REDIS_PASSWORD", "PAYHOOK_DOMAIN",
 }
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?[?-])([^}]*))?\}")
@@ -104,6 +105,7 @@ def test_app_services_run_with_debug_off_behind_the_tls_proxy_and_with_every_sec
         assert env["DJANGO_DEBUG"] == "false"
         assert env["DJANGO_BEHIND_TLS_PROXY"] == "true"
         assert {"DJANGO_SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "BLIND_INDEX_KEY", "DJANGO_ALLOWED_HOSTS"} <= set(env)
+        assert "AUDIT_CHAIN_KEY" in env
         assert env["CELERY_BROKER_URL"].startswith("redis://:${REDIS_PASSWORD:?")
         assert env["CELERY_BROKER_URL"].endswith("@redis:6379/0")
 
