@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install migrate check-python port-free bench lint clean
+.PHONY: run test install migrate check-python port-free bench lint clean FORCE
 
 PORT ?= 8000
 
@@ -38,10 +38,12 @@ $(INSTALLED): pyproject.toml
 	@$(BIN)/python -c 'import django, celery, rest_framework, pytest' || { echo "payhook: the install into $(VENV) failed (see above)"; exit 1; }
 	@touch $@
 
-# Development keys, generated once per checkout; never committed (.gitignore).
-.env:
-	$(BIN)/python -m config.devenv > $@
-	@echo "wrote $@ with generated development keys"
+# Development keys, generated per checkout and never committed (.gitignore); keys a newer payhook
+# needs are appended to an existing .env, never replacing one in use.
+.env: FORCE
+	@$(BIN)/python -m config.devenv $@
+
+FORCE:
 
 migrate: install .env
 	@$(BIN)/python manage.py migrate --no-input -v 0 && echo "database migrated"
