@@ -1,7 +1,11 @@
-# gunicorn reads WEB_CONCURRENCY itself for the worker count; these are the rest of its settings.
+# gunicorn's settings for the Procfile's web process (and compose's web service).
 import os
 
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+# Sync workers with a read deadline per client and JSON for gunicorn's own errors (config/gunicorn_worker.py).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "config.gunicorn_worker.DeadlineSyncWorker")
+# gunicorn reads WEB_CONCURRENCY itself, but defaults to one worker: one slow request would stall
+# every delivery behind it.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
@@ -9,8 +13,8 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 # Header limits, raised from gunicorn's defaults (100 fields, 8,190 bytes a field) so that the app,
 # not gunicorn's HTML error page, answers a hostile signature header: the schemes refuse more than
-# 32 signature entries with a JSON 400 malformed_signature, and a header up to 32 KiB reaches them.
-# Past these limits gunicorn itself answers 431/400 (plain HTML, nothing read or stored); a proxy in
+# 32 signature entries with a JSON 400 malformed_signature, and a header up to 64 KiB (about 900 entries) reaches them.
+# Past these limits gunicorn itself answers 431/400 (JSON, config/gunicorn_worker.py; nothing read or stored); a proxy in
 # front usually refuses far less (nginx: 8 KiB per header line by default), which is fine too.
 limit_request_fields = 200
-limit_request_field_size = 32768
+limit_request_field_size = 65536
