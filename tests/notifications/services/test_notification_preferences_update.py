@@ -42,7 +42,9 @@ def test_it_writes_and_audits_only_what_changes(user, audit_calls):
         {
             "action": "preferences.changed",
             "actor": "42",
-            "data": {"changes": [{"category": "access", "channel": "email", "enabled": False}], "source": "api"},
+            "data": {
+                "user": user.pk, "changes": [{"category": "access", "channel": "email", "enabled": False}], "source": "api",
+            },
             "subjects": {"user": str(user.pk)},
         }
     ]
