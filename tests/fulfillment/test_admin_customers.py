@@ -30,6 +30,8 @@ class TestAdmin:
     def test_changing_the_user_moves_the_entitlements_with_one_audit_entry(self, client, root, alice, bob):
         customer = customer_create(user=alice)
         entitlement_create(customer=customer)
+        page = client.get(_change_url(customer)).content.decode()
+        assert 'name="note"' in page and 'name="user"' in page and 'name="provider_customer_id"' not in page
 
         response = client.post(_change_url(customer), {"user": str(bob.pk), "note": "account merge, ticket OPS-9"})
 

@@ -27,6 +27,7 @@ def _product(price_id="price_pro", keys=("pro",)) -> Product:
 
 class TestAdmin:
     def test_adding_a_product_is_audited_once(self, client, root):
+        assert 'name="note"' in client.get(f"{CHANGELIST}add/").content.decode()
         response = client.post(f"{CHANGELIST}add/", {
             "provider": "stripe", "price_id": "price_new", "name": "New", "entitlements": '["pro", "reports"]', "note": "launch",
         })
@@ -43,6 +44,8 @@ class TestAdmin:
 
     def test_editing_the_entitlements_records_before_and_after(self, client, root):
         product = _product()
+        page = client.get(f"{CHANGELIST}{product.pk}/change/").content.decode()
+        assert 'name="entitlements"' in page and 'name="price_id"' not in page
 
         response = client.post(f"{CHANGELIST}{product.pk}/change/", {"name": "", "entitlements": '["pro", "export"]', "note": ""})
 
