@@ -184,8 +184,12 @@ def _user_find(buyer: dict):
     return None
 
 
-def customer_resolve(*, provider: str, buyer: dict) -> Customer:
-    """The customer record of a buyer, created once; linked to a user as soon as one is known."""
+def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
+    """The customer record of a buyer, created once; linked to a user as soon as one is known.
+
+    Linking an existing guest customer to a user moves its entitlements: audited as
+    `customer.linked` (actor system, source event) with the event that revealed the user.
+    """
     key = buyer.get("provider_customer_id") or (f"email:{buyer['email_hash']}" if buyer.get("email_hash") else None)
     user = _user_find(buyer)
     if key is None:
@@ -216,6 +220,14 @@ def customer_resolve(*, provider: str, buyer: dict) -> Customer:
         changed += ["email_hash", "email_encrypted"]
     if changed:
         customer.save(update_fields=changed)
+    if "user" in changed:
+        audit_entry_append(
+            action="customer.linked",
+            event_id=event_id,
+            data={"customer_id": customer.pk, "from_user": None, "to_user": user.pk, "source": "event"},
+            subjects=_subjects(customer),
+            dedup_key=f"customer.linked:{customer.pk}:{event_id}" if event_id else None,
+        )
     return customer
 
 
@@ -411,7 +423,7 @@ def _fact_time(canonical: dict) -> datetime:
 
 def _payment_succeeded(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     source = (
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
@@ -430,7 +442,7 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome):
 
 def _subscription_activated(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
@@ -450,7 +462,7 @@ def _subscription_activated(*, provider, canonical, event_id, outcome):
 
 def _subscription_canceled(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
@@ -484,7 +496,7 @@ def _dispute_opened(*, provider, canonical, event_id, outcome):
 
 
 def _payment_failed(*, provider, canonical, event_id, outcome):
-    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"])
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id)
     outcome.payment_failed = True
 
 

@@ -112,3 +112,22 @@ class TestServices:
         assert (entry.data["customer_id"], entry.data["from_user"], entry.data["to_user"], entry.data["source"]) == (
             guest.pk, None, bob.pk, "email_match",
         )
+
+
+def test_an_event_that_reveals_a_guests_user_audits_the_link_once(catalog, alice, deliver):
+    import time
+
+    from tests.fulfillment import stripe_events as se
+
+    created = int(time.time()) - 3600
+    deliver(se.checkout_completed(session_id="cs_1", created=created, price_id="price_addon", customer="cus_G", payment_intent="pi_1"))
+    assert Customer.objects.get(key="cus_G").user is None
+    later = se.checkout_completed(session_id="cs_2", created=created + 60, price_id="price_pro", customer="cus_G",
+                                  user_id=alice.id, payment_intent="pi_2")
+    event_id, _ = deliver(later)
+    deliver(later)  # a redelivery changes nothing
+
+    assert Customer.objects.get(key="cus_G").user == alice
+    [entry] = audit_entries("customer.linked")
+    assert (entry.actor, str(entry.event_id)) == ("system", str(event_id))
+    assert entry.data == {"customer_id": Customer.objects.get(key="cus_G").pk, "from_user": None, "to_user": alice.pk, "source": "event"}
