@@ -59,6 +59,7 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ["slug", "scheme", "description", "is_active", "mode", "allowed_sources"]
+        help_texts = {"allowed_sources": 'Networks deliveries may come from, e.g. ["192.0.2.0/24"]; [] accepts any address.'}
 
     def clean_allowed_sources(self):
         try:
