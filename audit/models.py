@@ -20,6 +20,12 @@ class AuditAction(models.TextChoices):
     ENDPOINT_SECRET_ADDED = "endpoint.secret_added"
     ENDPOINT_SECRET_REMOVED = "endpoint.secret_removed"
     PREFERENCES_CHANGED = "preferences.changed"
+    # Added: operator and import changes of money-bearing state (docs/audit.md).
+    CUSTOMER_LINKED = "customer.linked"
+    PRODUCT_CREATED = "product.created"
+    PRODUCT_CHANGED = "product.changed"
+    PRODUCT_DELETED = "product.deleted"
+    ENDPOINT_CHANGED = "endpoint.changed"
 
 
 class AuditEntry(models.Model):

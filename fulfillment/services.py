@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from config import encryption
 from config.db import rows_insert_new
@@ -35,8 +37,11 @@ class CatalogImportResult:
 
 
 @transaction.atomic
-def catalog_import(*, data: object) -> CatalogImportResult:
-    """Upsert products from `{"products": [{"provider", "price_id", "entitlements", "name"?}]}`."""
+def catalog_import(*, data: object, actor: str = "system", source: str = "import_catalog") -> CatalogImportResult:
+    """Upsert products from `{"products": [{"provider", "price_id", "entitlements", "name"?}]}`.
+
+    Through the product services, so every created or changed product is audited.
+    """
     products = data.get("products") if isinstance(data, dict) else None
     if not isinstance(products, list):
         raise CatalogInvalid('the catalog needs a "products" list')
@@ -47,24 +52,105 @@ def catalog_import(*, data: object) -> CatalogImportResult:
         price_id, keys = item.get("price_id"), item.get("entitlements")
         if not isinstance(price_id, str) or not price_id.strip():
             raise CatalogInvalid(f"product #{index} has no price_id")
-        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
-            raise CatalogInvalid(f"product #{index} ({price_id}) needs a non-empty list of entitlement keys")
-        keys = sorted({key.strip() for key in keys})
-        product, created = Product.objects.select_for_update().get_or_create(
-            provider=item.get("provider") or "stripe",
-            price_id=price_id.strip(),
-            defaults={"entitlements": keys, "name": item.get("name") or ""},
-        )
-        if created:
+        keys = _entitlement_keys_clean(keys, label=f"product #{index} ({price_id})")
+        provider, price_id = item.get("provider") or "stripe", price_id.strip()
+        product = Product.objects.select_for_update().filter(provider=provider, price_id=price_id).first()
+        if product is None:
+            product_create(
+                provider=provider, price_id=price_id, entitlements=keys, name=item.get("name") or "", actor=actor, source=source
+            )
             result.created += 1
-        elif product.entitlements != keys or (item.get("name") is not None and product.name != item["name"]):
-            product.entitlements = keys
-            product.name = item.get("name", product.name) or ""
-            product.save(update_fields=["entitlements", "name", "updated_at"])
+        elif product_update(product=product, entitlements=keys, name=item.get("name"), actor=actor, source=source):
             result.updated += 1
         else:
             result.unchanged += 1
     return result
+
+
+def _entitlement_keys_clean(keys: object, *, label: str) -> list[str]:
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+        raise CatalogInvalid(f"{label} needs a non-empty list of entitlement keys")
+    return sorted({key.strip() for key in keys})
+
+
+def _note_audited(note: str) -> dict:
+    # An operator's note is free text: scrubbed of personal data and secrets before it is appended
+    # (the audit redactor scrubs `data` again).
+    note = (note or "").strip()
+    return {"note": redact_text(note)} if note else {}
+
+
+def _product_audit(
+    action: str, *, product: Product, product_id: int, actor: str, source: str, note: str,
+    before: list[str] | None, after: list[str] | None, fields: list[str] | None = None,
+) -> None:
+    data = {
+        "product_id": product_id, "provider": product.provider, "price_id": product.price_id,
+        "entitlements_before": before, "entitlements_after": after, "source": source,
+    }
+    if fields is not None:
+        data["fields"] = fields
+    audit_entry_append(action=action, actor=actor, data={**data, **_note_audited(note)})
+
+
+@transaction.atomic
+def product_create(
+    *, provider: str, price_id: str, entitlements: list[str], name: str = "", actor: str, source: str, note: str = ""
+) -> Product:
+    """Add a price to the catalog; audited as `product.created`."""
+    keys = _entitlement_keys_clean(entitlements, label=f"product {price_id}")
+    try:
+        with transaction.atomic():
+            product = Product.objects.create(provider=provider, price_id=price_id, entitlements=keys, name=name or "")
+    except IntegrityError:
+        raise CatalogInvalid(f"price {price_id} is already in the {provider} catalog") from None
+    _product_audit(
+        "product.created", product=product, product_id=product.pk, actor=actor, source=source, note=note,
+        before=None, after=keys,
+    )
+    return product
+
+
+@transaction.atomic
+def product_update(
+    *, product: Product, entitlements: list[str], name: str | None = None, actor: str, source: str, note: str = ""
+) -> bool:
+    """Set a product's entitlement keys (and name, unless None); audited as `product.changed` when
+    anything changes. Returns whether it did. Existing entitlements are not touched: the keys
+    apply to the payments processed from now on."""
+    keys = _entitlement_keys_clean(entitlements, label=f"product {product.price_id}")
+    row = Product.objects.select_for_update().get(pk=product.pk)
+    before = list(row.entitlements)
+    fields = []
+    if before != keys:
+        row.entitlements = keys
+        fields.append("entitlements")
+    if name is not None and row.name != name:
+        row.name = name
+        fields.append("name")
+    if not fields:
+        return False
+    row.save(update_fields=[*fields, "updated_at"])
+    _product_audit(
+        "product.changed", product=row, product_id=row.pk, actor=actor, source=source, note=note,
+        before=before, after=keys, fields=fields,
+    )
+    product.entitlements, product.name, product.updated_at = row.entitlements, row.name, row.updated_at
+    return True
+
+
+@transaction.atomic
+def product_delete(*, product: Product, actor: str, source: str, note: str = "") -> None:
+    """Remove a price from the catalog (later payments of it dead-letter); audited as `product.deleted`."""
+    row = Product.objects.select_for_update().filter(pk=product.pk).first()
+    if row is None:
+        return
+    product_id = row.pk
+    row.delete()
+    _product_audit(
+        "product.deleted", product=row, product_id=product_id, actor=actor, source=source, note=note,
+        before=list(row.entitlements), after=None,
+    )
 
 
 def _entitlement_keys(*, provider: str, price_ids: list[str]) -> list[str]:
@@ -98,8 +184,12 @@ def _user_find(buyer: dict):
     return None
 
 
-def customer_resolve(*, provider: str, buyer: dict) -> Customer:
-    """The customer record of a buyer, created once; linked to a user as soon as one is known."""
+def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
+    """The customer record of a buyer, created once; linked to a user as soon as one is known.
+
+    Linking an existing guest customer to a user moves its entitlements: audited as
+    `customer.linked` (actor system, source event) with the event that revealed the user.
+    """
     key = buyer.get("provider_customer_id") or (f"email:{buyer['email_hash']}" if buyer.get("email_hash") else None)
     user = _user_find(buyer)
     if key is None:
@@ -130,7 +220,41 @@ def customer_resolve(*, provider: str, buyer: dict) -> Customer:
         changed += ["email_hash", "email_encrypted"]
     if changed:
         customer.save(update_fields=changed)
+    if "user" in changed:
+        audit_entry_append(
+            action="customer.linked",
+            event_id=event_id,
+            data={"customer_id": customer.pk, "from_user": None, "to_user": user.pk, "source": "event"},
+            subjects=_subjects(customer),
+            dedup_key=f"customer.linked:{customer.pk}:{event_id}" if event_id else None,
+        )
     return customer
+
+
+@transaction.atomic
+def customer_user_link(*, customer: Customer, user, actor: str, note: str = "", source: str = "admin") -> bool:
+    """Link `customer` (and so its entitlements) to `user`, or unlink it with `user=None`.
+
+    Audited as `customer.linked` with the user ids before and after. Returns False (and writes
+    nothing) when the customer is already linked that way.
+    """
+    row = Customer.objects.select_for_update(of=("self",)).get(pk=customer.pk)
+    from_user, to_user = row.user_id, (user.pk if user is not None else None)
+    if from_user == to_user:
+        return False
+    row.user = user
+    row.save(update_fields=["user"])
+    customer.user = user
+    subjects = _subjects(row)
+    if to_user is None:
+        subjects["user"] = str(from_user)  # an unlink is found under the user who lost the customer
+    audit_entry_append(
+        action="customer.linked",
+        actor=actor,
+        data={"customer_id": row.pk, "from_user": from_user, "to_user": to_user, "source": source, **_note_audited(note)},
+        subjects=subjects,
+    )
+    return True
 
 
 @transaction.atomic
@@ -140,7 +264,8 @@ def customers_link_user(*, user) -> int:
 
     if not user.email:
         return 0
-    return Customer.objects.filter(user__isnull=True, email_hash=email_hash(user.email)).update(user=user)
+    customers = Customer.objects.select_for_update().filter(user__isnull=True, email_hash=email_hash(user.email)).order_by("pk")
+    return sum(customer_user_link(customer=customer, user=user, actor="system", source="email_match") for customer in customers)
 
 
 # --- Entitlements ---------------------------------------------------------------------------------------
@@ -220,6 +345,56 @@ def _revoke_rows(rows, *, at: datetime, reason: str, event_id) -> list[Entitleme
     return changed
 
 
+def _entitlement_operator_audit(action: str, *, row: Entitlement, actor: str, source: str, note: str, reason: str) -> None:
+    audit_entry_append(
+        action=action,
+        actor=actor,
+        data={
+            "entitlement": row.key, "entitlement_id": row.pk, "customer_id": row.customer_id,
+            "entitlement_source": row.source, "payment_intent": row.payment_intent,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None, "reason": reason,
+            "source": source, **_note_audited(note),
+        },
+        subjects=_subjects(row.customer),
+    )
+
+
+@transaction.atomic
+def entitlement_revoke(*, entitlement: Entitlement, actor: str, note: str, source: str = "admin") -> bool:
+    """An operator revokes an entitlement; audited as `entitlement.revoked`. False if already revoked.
+
+    The revocation takes the current time as its `state_at`: provider facts older than it (a
+    redelivery, a replay) do not grant it again; a newer fact (a renewal) does.
+    """
+    row = Entitlement.objects.select_for_update(of=("self",)).select_related("customer").get(pk=entitlement.pk)
+    if row.status == Entitlement.Status.REVOKED:
+        return False
+    now = timezone.now()
+    row.status, row.state_at, row.revoked_at, row.revoke_reason = Entitlement.Status.REVOKED, max(now, row.state_at), now, "operator"
+    row.save()
+    _entitlement_operator_audit("entitlement.revoked", row=row, actor=actor, source=source, note=note, reason="operator")
+    return True
+
+
+@transaction.atomic
+def entitlement_restore(*, entitlement: Entitlement, actor: str, note: str, source: str = "admin") -> bool:
+    """An operator grants a revoked entitlement again; audited as `entitlement.granted`. False if
+    already active. Ordered like a revocation: a newer provider fact still wins."""
+    row = Entitlement.objects.select_for_update(of=("self",)).select_related("customer").get(pk=entitlement.pk)
+    if row.status == Entitlement.Status.ACTIVE:
+        return False
+    now = timezone.now()
+    previous_reason = row.revoke_reason
+    row.status, row.state_at = Entitlement.Status.ACTIVE, max(now, row.state_at)
+    row.granted_at = row.granted_at or now
+    row.revoked_at, row.revoke_reason = None, ""
+    row.save()
+    _entitlement_operator_audit(
+        "entitlement.granted", row=row, actor=actor, source=source, note=note, reason=f"restored after {previous_reason or 'revocation'}"
+    )
+    return True
+
+
 def _subscription_state_apply(*, provider: str, customer: Customer, data: dict, at: datetime) -> bool:
     """Record a subscription's state unless a newer one is known. Returns False for a stale fact."""
     period_end = parse_datetime(data["current_period_end"]) if data.get("current_period_end") else None
@@ -248,7 +423,7 @@ def _fact_time(canonical: dict) -> datetime:
 
 def _payment_succeeded(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     source = (
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
@@ -267,7 +442,7 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome):
 
 def _subscription_activated(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
@@ -287,7 +462,7 @@ def _subscription_activated(*, provider, canonical, event_id, outcome):
 
 def _subscription_canceled(*, provider, canonical, event_id, outcome):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
@@ -321,7 +496,7 @@ def _dispute_opened(*, provider, canonical, event_id, outcome):
 
 
 def _payment_failed(*, provider, canonical, event_id, outcome):
-    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"])
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id)
     outcome.payment_failed = True
 
 

@@ -395,7 +395,8 @@ def notification_preferences_update(*, user, preferences: dict[str, dict[str, bo
         audit_entry_append(
             action="preferences.changed",
             actor=actor,
-            data={"changes": changes, "source": source},
+            # Whose preferences: the actor may be staff or a service acting for the user.
+            data={"user": user.pk, "changes": changes, "source": source},
             subjects={"user": str(user.pk)},
         )
     return effective

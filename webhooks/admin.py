@@ -5,20 +5,26 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from config.admin import admin_action_with_note
 from config.permissions import OPERATORS
 from webhooks import deadletters
 from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.schemes import scheme_choices, scheme_get
-from webhooks.services import endpoint_secret_add, endpoint_secret_delete, secret_expiry_parse, webhook_event_body
+from webhooks.services import (
+    endpoint_secret_add,
+    endpoint_secret_delete,
+    secret_expiry_parse,
+    webhook_endpoint_update,
+    webhook_event_body,
+)
+from webhooks.throttling import sources_parse
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,14 @@ class WebhookEndpointForm(forms.ModelForm):
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["slug", "scheme", "description", "is_active"]
+        fields = ["slug", "scheme", "description", "is_active", "mode", "allowed_sources"]
+        help_texts = {"allowed_sources": 'Networks deliveries may come from, e.g. ["192.0.2.0/24"]; [] accepts any address.'}
+
+    def clean_allowed_sources(self):
+        try:
+            return sources_parse(self.cleaned_data.get("allowed_sources") or [])
+        except WebhookError as exc:
+            raise ValidationError(exc.message) from None
 
     def clean(self):
         cleaned = super().clean()
@@ -88,9 +101,12 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            # Never write secrets_version from a copy loaded before a concurrent secret change: a
-            # version that went back could match keys a web process cached before that change.
-            obj.save(update_fields=WebhookEndpointForm.Meta.fields)
+            # Through the service: it audits what changes (`endpoint.changed`) and never writes
+            # secrets_version from this copy, which a concurrent secret change may have outdated.
+            webhook_endpoint_update(
+                endpoint=obj, actor=str(request.user.pk), source="admin",
+                **{name: form.cleaned_data[name] for name in WebhookEndpointForm.Meta.fields},
+            )
         else:
             super().save_model(request, obj, form, change)
         if form.cleaned_data.get("new_secret"):
@@ -229,14 +245,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
 # --- Dead letters ----------------------------------------------------------------------------------------
 
 
-class DeadLetterNoteForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-        max_length=2000,
-        help_text="Why. Kept on the dead letter for the next operator; do not paste customer data.",
-    )
-
-
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["id", "status", "task", "event_type", "error_type", "attempts", "age"]
@@ -369,33 +377,19 @@ class DeadLetterAdmin(admin.ModelAdmin):
                                      service=deadletters.dead_letter_discard_bulk)
 
     def _close_with_note(self, request, queryset, *, action, verb, done, service):
-        """First pass renders the note form; its submit (`apply`) comes back here and acts."""
-        form = DeadLetterNoteForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            outcome = service(queryset=queryset, user=request.user, note=form.cleaned_data["note"])
+        def apply(note):
+            outcome = service(queryset=queryset, user=request.user, note=note)
             skipped = f"; skipped {outcome.skipped} already resolved or discarded" if outcome.skipped else ""
             self.message_user(request, f"{done} {outcome.acted} dead letter(s){skipped}.",
                               messages.SUCCESS if outcome.acted else messages.WARNING)
-            return None  # the admin redirects back to the (filtered) list
-        select_across = request.POST.get("select_across") == "1"
-        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} dead letters",
-            "opts": self.model._meta,
-            "form": form,
-            "action": action,
-            "verb": verb,
-            "count": queryset.count(),
-            "preview": list(queryset.values_list("id", "task_name", "error_type", "status")[:20]),
-            "select_across": select_across,
-            # With "select all" the admin rebuilds the queryset from the URL's filters; one pk is
-            # enough to route the POST back to this action.
-            "selected": selected[:1] if select_across else selected,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/webhooks/deadletter/action_note.html", context)
+
+        return admin_action_with_note(
+            self, request, queryset, action=action, verb=verb, noun="dead letter(s)",
+            explanation="Rows already resolved or discarded are left as they are. The note is required and stays on each row.",
+            preview_headers=["id", "task", "error", "status"],
+            preview_rows=lambda qs: list(qs.values_list("id", "task_name", "error_type", "status")[:20]),
+            apply=apply, form_id="dead-letter-note-form",
+        )
 
 
 def _jsonable(value):

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from audit.redaction import redact_text
 from config.exceptions import ApplicationError
 from webhooks.models import DeadLetter, WebhookEvent
 
@@ -160,6 +161,15 @@ def _note_clean(note: str | None) -> str:
     return note
 
 
+def _audit_data(*, dead_letter_id: int, task_name: str, note: str) -> dict:
+    """An operator action's audit data; the note is operator free text, so it is scrubbed of
+    personal data and secrets before it leaves the row (the audit redactor scrubs it again)."""
+    data = {"dead_letter": dead_letter_id, "task": task_name}
+    if note:
+        data["note"] = redact_text(note)
+    return data
+
+
 # --- Recording ------------------------------------------------------------------------------------------
 
 
@@ -265,7 +275,7 @@ def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> Dead
         action="dlq.replayed",
         actor=_actor(user),
         event_id=str(row.event_id),
-        data={"dead_letter": row.id, "task": row.task_name},
+        data=_audit_data(dead_letter_id=row.id, task_name=row.task_name, note=row.note),
         dedup_key=f"dlq.replayed:{row.id}:{row.occurrences}",
     )
     event_ids = [str(row.event_id)]
@@ -284,12 +294,11 @@ def _close(*, dead_letter: DeadLetter, user, note: str, status: str, action: str
         row.acted_at = timezone.now()
         row.note = note
         row.save(update_fields=["status", "acted_by", "acted_at", "note"])
-        # The note is free text from an operator: it stays on the row, never in the audit data.
         _audit_append(
             action=action,
             actor=_actor(user),
             event_id=str(row.event_id) if row.event_id else None,
-            data={"dead_letter": row.id, "task": row.task_name},
+            data=_audit_data(dead_letter_id=row.id, task_name=row.task_name, note=note),
             dedup_key=f"{action}:{row.id}:{row.occurrences}",
         )
     return row
@@ -339,7 +348,7 @@ def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> Bulk
                         "action": "dlq.replayed",
                         "actor": _actor(user),
                         "event_id": str(event_id),
-                        "data": {"dead_letter": row_id, "task": task_name},
+                        "data": _audit_data(dead_letter_id=row_id, task_name=task_name, note=note),
                         "dedup_key": f"dlq.replayed:{row_id}:{occurrences}",
                     }
                     for row_id, event_id, task_name, occurrences in rows
@@ -371,7 +380,7 @@ def _close_bulk(*, queryset: QuerySet, user, note: str, status: str, action: str
                         "action": action,
                         "actor": _actor(user),
                         "event_id": str(event_id) if event_id else None,
-                        "data": {"dead_letter": row_id, "task": task_name},
+                        "data": _audit_data(dead_letter_id=row_id, task_name=task_name, note=note),
                         "dedup_key": f"{action}:{row_id}:{occurrences}",
                     }
                     for row_id, event_id, task_name, occurrences in rows

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from audit.models import AuditAction
+from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from config import encryption
 from config.db import row_insert_new_if_current
@@ -125,6 +126,59 @@ def webhook_endpoint_create(
     transaction.on_commit(sources_cache_clear)  # this process may remember the slug as unknown
     endpoint_secret_add(endpoint=endpoint, secret=secret, actor=actor, source=source)
     return endpoint
+
+
+_UNCHANGED = object()
+
+
+@transaction.atomic
+def webhook_endpoint_update(
+    *, endpoint: WebhookEndpoint, actor: str, source: str, note: str = "", slug=_UNCHANGED, scheme=_UNCHANGED,
+    description=_UNCHANGED, is_active=_UNCHANGED, mode=_UNCHANGED, allowed_sources=_UNCHANGED,
+) -> list[str]:
+    """Change an endpoint's settings (secrets have their own services); returns the fields changed.
+
+    A change of what the endpoint accepts (slug, scheme, is_active, mode, allowed_sources) is
+    audited as `endpoint.changed`; a description alone is not. Source networks are counted, not
+    listed: addresses never go into the audit log.
+    """
+    if scheme is not _UNCHANGED and scheme not in SCHEMES:
+        raise InvalidSecret(f"unknown scheme {scheme!r}; known: {', '.join(sorted(SCHEMES))}")
+    if mode is not _UNCHANGED and mode not in ("live", "test"):
+        raise WebhookError(f"unknown mode {mode!r}; known: live, test")
+    if allowed_sources is not _UNCHANGED:
+        allowed_sources = sources_parse(allowed_sources or [])
+    row = _endpoint_lock(endpoint.pk)
+    wanted = {
+        "slug": slug, "scheme": scheme, "description": description, "is_active": is_active, "mode": mode,
+        "allowed_sources": allowed_sources,
+    }
+    changes = {}
+    for name, value in wanted.items():
+        if value is not _UNCHANGED and getattr(row, name) != value:
+            changes[name] = (getattr(row, name), value)
+            setattr(row, name, value)
+    if not changes:
+        return []
+    # update_fields: never write secrets_version from this copy (see WebhookEndpointAdmin.save_model).
+    row.save(update_fields=list(changes))
+    for name, (_, value) in changes.items():
+        setattr(endpoint, name, value)
+    transaction.on_commit(sources_cache_clear)
+    transaction.on_commit(endpoint_cache_clear)
+    audited = {name: pair for name, pair in changes.items() if name != "description"}
+    if audited:
+        data = {"endpoint_id": row.pk, "slug": row.slug, "fields": sorted(audited), "source": source}
+        for name, (before, after) in audited.items():
+            if name == "allowed_sources":
+                data["allowed_sources_count"] = {"before": len(before), "after": len(after)}
+            else:
+                data[name] = {"before": before, "after": after}
+        note = (note or "").strip()
+        if note:
+            data["note"] = redact_text(note)
+        audit_entry_append(action=AuditAction.ENDPOINT_CHANGED, actor=actor, data=data)
+    return list(changes)
 
 
 @transaction.atomic

@@ -116,6 +116,26 @@ class TestActions:
         assert (row.status, row.note, row.acted_by) == ("discarded", "provider test event", operator)
         assert [c["action"] for c in audit_calls] == ["dlq.discarded"]
 
+    def test_a_superuser_resolving_leaves_one_audit_entry_with_the_note_scrubbed(self, client, stripe_endpoint):
+        from django.contrib.auth import get_user_model
+
+        from audit.models import AuditEntry
+
+        admin_user = get_user_model().objects.create_superuser("root", email="root@example.com", password="x")
+        client.force_login(admin_user)
+        row = dead_letter_create(endpoint=stripe_endpoint)
+
+        done = client.post(CHANGELIST, {
+            "action": "resolve", "_selected_action": [row.id], "apply": "Resolve",
+            "note": "fixed by hand; customer bob@example.org asked",
+        })
+
+        assert done.status_code == 302
+        entries = list(AuditEntry.objects.filter(action="dlq.resolved"))
+        assert len(entries) == 1
+        assert entries[0].actor == str(admin_user.pk)
+        assert entries[0].data == {"dead_letter": row.id, "task": row.task_name, "note": "fixed by hand; customer [email] asked"}
+
     def test_select_all_across_pages_resolves_every_filtered_row(self, operator_client, stripe_endpoint):
         keep = dead_letter_create(endpoint=stripe_endpoint, error_type="Other")
         rows = [dead_letter_create(endpoint=stripe_endpoint) for _ in range(3)]

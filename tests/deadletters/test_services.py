@@ -4,6 +4,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditEntry
+
 from webhooks import deadletters
 from webhooks.deadletters import (
     DeadLetterClosed,
@@ -160,8 +162,8 @@ class TestDeadLetterClose:
         ("service", "status", "action"),
         [(dead_letter_resolve, "resolved", "dlq.resolved"), (dead_letter_discard, "discarded", "dlq.discarded")],
     )
-    def test_it_closes_the_row_with_the_note_and_audits_without_it(self, stripe_endpoint, operator, audit_calls,
-                                                                   service, status, action):
+    def test_it_closes_the_row_and_keeps_the_note_in_its_audit_entry(self, stripe_endpoint, operator, audit_calls,
+                                                                     service, status, action):
         row = dead_letter_create(endpoint=stripe_endpoint)
 
         service(dead_letter=row, user=operator, note="  refunded by hand, ticket OPS-12  ")
@@ -169,9 +171,25 @@ class TestDeadLetterClose:
         row.refresh_from_db()
         assert (row.status, row.note, row.acted_by) == (status, "refunded by hand, ticket OPS-12", operator)
         assert [(c["action"], c["actor"]) for c in audit_calls] == [(action, str(operator.id))]
-        assert "OPS-12" not in str(audit_calls)
+        assert audit_calls[0]["data"] == {"dead_letter": row.id, "task": row.task_name, "note": "refunded by hand, ticket OPS-12"}
+        stored = AuditEntry.objects.get(action=action)
+        assert (stored.actor, stored.data["note"]) == (str(operator.id), "refunded by hand, ticket OPS-12")
         with pytest.raises(DeadLetterClosed):
             service(dead_letter=row, user=operator, note="again")
+
+    @pytest.mark.parametrize(
+        ("service", "status", "action"),
+        [(dead_letter_resolve, "resolved", "dlq.resolved"), (dead_letter_discard, "discarded", "dlq.discarded")],
+    )
+    def test_an_email_or_card_in_the_note_never_lands_in_the_audit_log_in_clear(self, stripe_endpoint, operator, service,
+                                                                              status, action):
+        row = dead_letter_create(endpoint=stripe_endpoint)
+
+        service(dead_letter=row, user=operator, note="buyer jane.doe@example.com paid by 4242 4242 4242 4242, fixed by hand")
+
+        stored = AuditEntry.objects.get(action=action)
+        assert stored.data["note"] == "buyer [email] paid by [card], fixed by hand"
+        assert "jane.doe" not in str(stored.data) and "4242" not in str(stored.data)
 
     def test_a_discarded_row_cannot_be_replayed(self, stripe_endpoint, operator):
         row = dead_letter_create(endpoint=stripe_endpoint)

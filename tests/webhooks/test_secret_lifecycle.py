@@ -296,6 +296,7 @@ def _change_form(endpoint, **extra) -> dict:
     rows = list(EndpointSecret.objects.filter(endpoint=endpoint).order_by("created_at"))
     data = {
         "slug": endpoint.slug, "scheme": endpoint.scheme, "description": "", "is_active": "on",
+        "mode": endpoint.mode, "allowed_sources": json.dumps(endpoint.allowed_sources),
         "new_secret": "", "expire_others_in": "",
         "secrets-TOTAL_FORMS": str(len(rows)), "secrets-INITIAL_FORMS": str(len(rows)),
         "secrets-MIN_NUM_FORMS": "0", "secrets-MAX_NUM_FORMS": "1000",

@@ -21,7 +21,7 @@ class Command(BaseCommand):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CommandError(f"{file} is not valid JSON (line {getattr(exc, 'lineno', '?')})") from None
         try:
-            result = catalog_import(data=data)
+            result = catalog_import(data=data, actor="system", source="import_catalog")  # audited per product
         except FulfillmentError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"catalog imported: {result.created} created, {result.updated} updated, {result.unchanged} unchanged")

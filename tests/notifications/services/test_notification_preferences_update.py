@@ -42,7 +42,9 @@ def test_it_writes_and_audits_only_what_changes(user, audit_calls):
         {
             "action": "preferences.changed",
             "actor": "42",
-            "data": {"changes": [{"category": "access", "channel": "email", "enabled": False}], "source": "api"},
+            "data": {
+                "user": user.pk, "changes": [{"category": "access", "channel": "email", "enabled": False}], "source": "api",
+            },
             "subjects": {"user": str(user.pk)},
         }
     ]
@@ -65,3 +67,13 @@ def test_it_validates_everything_before_writing_anything(user, preferences, erro
     with pytest.raises(error):
         notification_preferences_update(user=user, preferences={"billing": {"email": False}, **preferences}, actor="system")
     assert NotificationPreference.objects.count() == 0
+
+
+def test_a_change_made_by_staff_names_whose_preferences_changed_and_who_changed_them(user):
+    from audit.models import AuditEntry
+
+    notification_preferences_update(user=user, preferences={"billing": {"email": False}}, actor="99", source="admin")
+
+    entry = AuditEntry.objects.get(action="preferences.changed")
+    assert (entry.actor, entry.data["user"], entry.data["source"]) == ("99", user.pk, "admin")
+    assert [subject.kind for subject in entry.subjects.all()] == ["user"]

@@ -12,8 +12,8 @@ from webhooks.services import (
     secret_expiry_parse,
     webhook_endpoint_create,
     webhook_endpoint_get,
+    webhook_endpoint_update,
 )
-from webhooks.throttling import webhook_endpoint_sources_set
 
 
 def _secret_arguments(parser) -> None:
@@ -62,8 +62,10 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"created endpoint {endpoint.slug} ({endpoint.scheme}): POST /webhooks/{endpoint.slug}/")
             elif action == "set-sources":
-                endpoint = webhook_endpoint_sources_set(
-                    endpoint=webhook_endpoint_get(slug=options["slug"]), allowed_sources=options["allow_ip"]
+                endpoint = webhook_endpoint_get(slug=options["slug"])
+                webhook_endpoint_update(  # audited as endpoint.changed
+                    endpoint=endpoint, allowed_sources=options["allow_ip"], actor="system",
+                    source="command webhook_endpoint set-sources",
                 )
                 self.stdout.write(f"{endpoint.slug} accepts deliveries from {', '.join(endpoint.allowed_sources) or 'any address'}")
             elif action == "add-secret":
