@@ -9,6 +9,7 @@ customer, user) are never data: callers pass them as `subjects`, stored only as 
 Kinds (checked in `audit.redaction`):
   id         a provider or internal identifier (`evt_…`, `sub_…`, a UUID, `payment:pi_…`, an int)
   code       a short machine name (event type, template, task name, exception class, slug)
+  label      up to six lower-case code words set by our code (`command webhook_endpoint add-secret`)
   enum       one of a fixed set of values
   amount     an integer in minor units
   currency   an ISO 4217 code
@@ -23,8 +24,8 @@ Adding an action: add it to `audit.models.AuditAction` and here; a test fails wh
 an action (or a key) that is not listed.
 """
 
-ID, CODE, AMOUNT, CURRENCY, TIMESTAMP, HASH, COUNT, BOOLEAN = (
-    "id", "code", "amount", "currency", "timestamp", "hash", "count", "boolean",
+ID, CODE, LABEL, AMOUNT, CURRENCY, TIMESTAMP, HASH, COUNT, BOOLEAN = (
+    "id", "code", "label", "amount", "currency", "timestamp", "hash", "count", "boolean",
 )
 
 
@@ -40,7 +41,7 @@ _ENTITLEMENT_EFFECT = {
 _NOTIFICATION = {"channel": enum("email", "in_app"), "template": CODE, "category": CODE, "reason": CODE}
 _DEAD_LETTER_ACTION = {"dead_letter": ID, "task": CODE}
 _SECRET_CHANGE = {
-    "endpoint_id": ID, "slug": CODE, "key_fingerprint": HASH, "kind": CODE, "source": CODE,
+    "endpoint_id": ID, "slug": CODE, "key_fingerprint": HASH, "kind": CODE, "source": LABEL,
     "others_expire_at": TIMESTAMP, "expiring_key_fingerprints": [HASH],
 }
 
@@ -63,6 +64,6 @@ ALLOWED_DATA: dict[str, dict] = {
     "endpoint.secret_removed": _SECRET_CHANGE,
     "preferences.changed": {
         "changes": [{"category": CODE, "channel": enum("email", "in_app"), "enabled": BOOLEAN}],
-        "source": CODE,
+        "source": LABEL,
     },
 }

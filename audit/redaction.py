@@ -633,6 +633,7 @@ def redact(data, *, known: Iterable[str | tuple[str, str]] = ()):
 DROPPED = "[dropped]"
 
 _ID_VALUE = re.compile(r"^[A-Za-z0-9_\-:.]{1,255}$")
+_LABEL_WORD = re.compile(r"^[a-z][a-z0-9_\-:.]{0,39}$")
 _CODE_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-:.]{0,127}$")
 # Our keyed fingerprints (16 hex) and SHA-256 digests; not 40 hex, the shape of an API token.
 _HASH_VALUE = re.compile(r"^(?:sha256:)?(?:[0-9a-f]{16}|[0-9a-f]{64})$")
@@ -685,6 +686,9 @@ def _kind_ok(kind, value) -> bool:
         return isinstance(value, str) and bool(_ID_VALUE.match(value)) and identifier_safe(value)
     if kind == "code":
         return isinstance(value, str) and bool(_CODE_VALUE.match(value)) and identifier_safe(value)
+    if kind == "label":
+        words = value.split(" ") if isinstance(value, str) and len(value) <= 100 else []
+        return 0 < len(words) <= 6 and all(_LABEL_WORD.match(word) and identifier_safe(word) for word in words)
     if kind in ("amount",):
         return _int(value) and abs(value) < 2**63
     if kind == "count":

@@ -493,3 +493,10 @@ def test_every_action_the_code_emits_has_an_allow_list_with_its_keys():
     for action, keys in emitted.items():
         assert action in ALLOWED_DATA, f"{action} has no allow-list in audit/actions.py"
         assert keys <= set(ALLOWED_DATA[action]), f"{action} writes {sorted(keys - set(ALLOWED_DATA[action]))}, not on its allow-list"
+
+
+def test_a_label_is_a_few_lower_case_code_words():
+    good = {"source": "command webhook_endpoint add-secret"}
+    assert audit_data_shape(action="endpoint.secret_added", data=good) == good
+    for bad in ("Carolina Smith", "mail carol@example.org", "a b c d e f g", "call 555-123-4567", ""):
+        assert audit_data_shape(action="endpoint.secret_added", data={"source": bad}) == {"source": "[dropped]"}
