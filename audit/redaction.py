@@ -1,4 +1,9 @@
-"""Redaction of personal data and secrets before anything reaches the audit log.
+"""Redaction of personal data and secrets: the audit log's allow-list and the detectors.
+
+What an audit entry keeps is decided by `audit_data_shape` (bottom of this module) from the
+allow-list per action in `audit/actions.py`: listed keys of their kind, nothing else. The detectors
+below are the second net for free text that is kept elsewhere (our own errors' messages in dead
+letters and Sentry, dedup keys) and for `redact`, which scrubs a structure whose keys are unknown.
 
 The rules are data (the sets and tables below); the functions only apply them.
 
@@ -585,6 +590,10 @@ class _Redactor:
             if rule == "allow":
                 return _fixpoint(_clean_text(value), _precise_pass)
             return self.text(value)
+        if rule != "allow" and isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+            # A card stored as a JSON number (`{"note": 4242424242424242}`) is still a card.
+            if luhn_valid(str(abs(value))):
+                return _tag("card")
         scalar = _scalar_json(value)
         if scalar is not None or value is None:
             return scalar if not isinstance(scalar, str) or rule == "allow" else self.text(scalar)

@@ -500,3 +500,8 @@ def test_a_label_is_a_few_lower_case_code_words():
     assert audit_data_shape(action="endpoint.secret_added", data=good) == good
     for bad in ("Carolina Smith", "mail carol@example.org", "a b c d e f g", "call 555-123-4567", ""):
         assert audit_data_shape(action="endpoint.secret_added", data={"source": bad}) == {"source": "[dropped]"}
+
+
+def test_a_card_stored_as_a_json_number_under_a_scanned_key_is_tagged():
+    assert redact({"note": 4242424242424242, "order": 1790000000123, "amount": 2000}) == {
+        "note": "[card]", "order": 1790000000123, "amount": 2000}
