@@ -1,4 +1,9 @@
-"""Redaction of personal data and secrets before anything reaches the audit log.
+"""Redaction of personal data and secrets: the audit log's allow-list and the detectors.
+
+What an audit entry keeps is decided by `audit_data_shape` (bottom of this module) from the
+allow-list per action in `audit/actions.py`: listed keys of their kind, nothing else. The detectors
+below are the second net for free text that is kept elsewhere (our own errors' messages in dead
+letters and Sentry, dedup keys) and for `redact`, which scrubs a structure whose keys are unknown.
 
 The rules are data (the sets and tables below); the functions only apply them.
 
@@ -173,6 +178,23 @@ _STREET = re.compile(
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|"
     r"Terrace|Way|Square|Sq|Parkway|Pkwy|Highway|Hwy|Close|Crescent|Strasse|Straße)\b\.?"
 )
+# Lower-case and non-English street forms (`12 rue de Rivoli`, `5 calle mayor`, `3 high street`).
+_STREET_ANY_CASE = re.compile(
+    r"(?i)\b\d{1,5}[a-z]?,?\s+(?:(?:rue|avenue|av\.?|boulevard|bd|chemin|allée|allee|impasse|quai|place|"
+    r"route|calle|carrer|avenida|rua|via|viale|piazza|corso|strada|platz|gasse|weg|straat|laan|plein|ulica|"
+    r"ul\.)\s+[\w'’.\-]+(?:\s+[\w'’.\-]+){0,3}|(?:[\w'’.\-]+\s+){1,4}(?:street|st|avenue|ave|road|rd|"
+    r"boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|terrace|way|square|sq|close|crescent|"
+    r"stra(?:ss|ß)e|str\.|gasse|weg|platz|allee))\b\.?"
+)
+# International bank account numbers: country, check digits, 11–30 alphanumerics, grouped or not.
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{2,4}){3,8}\b", re.IGNORECASE)
+# Cards written with dots, double spaces or mixed separators (`4242.4242.4242.4242`).
+_CARD_LOOSE = re.compile(r"(?<![\d.])\d(?:[ .\-]{0,2}\d){12,18}(?![\d])")
+# Emails whose local part is quoted (`"john doe"@example.com`).
+_EMAIL_QUOTED = re.compile(r"\"[^\"\n]{1,64}\"(?:@|%40)(?:[\w\-]+\.)+[\w\-]{2,}")
+# Lower-case hex runs of token length (a DRF key is 40 hex); 64 hex is a SHA-256 digest, which
+# names content rather than unlocking anything, and UUIDs are kept apart by the lookarounds.
+_HEX_TOKEN = re.compile(r"(?<![0-9a-fA-F\-])[0-9a-f]{32,48}(?![0-9a-fA-F\-])")
 _UK_POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}\b")
 _TAG_RE = re.compile(r"\[(?:%s)\]" % "|".join(TAGS))
 
@@ -381,9 +403,40 @@ def _precise_pass(text: str) -> str:
     return text
 
 
+def _iban_sub(text: str) -> str:
+    def valid(candidate: str) -> bool:
+        compact = re.sub(r"[ \-]", "", candidate).upper()
+        # Valid when the rearranged number is 1 mod 97 (ISO 13616); other runs are left alone.
+        if not 15 <= len(compact) <= 34:
+            return False
+        return int("".join(str(int(char, 36)) for char in compact[4:] + compact[:4])) % 97 == 1
+
+    def replace(match: re.Match) -> str:
+        run = match.group()
+        # The run may have swallowed a following word (`… 0130 00 ok`): try it shorter, by groups.
+        cuts = [len(run)] + [m.start() for m in re.finditer(r"[ \-]", run)][::-1]
+        for cut in cuts:
+            if valid(run[:cut]):
+                return _tag("card") + run[cut:]
+        return run
+
+    return _IBAN.sub(replace, text)
+
+
+def _card_loose_sub(text: str) -> str:
+    def replace(match: re.Match) -> str:
+        digits = re.sub(r"\D", "", match.group())
+        return _tag("card") if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group()
+
+    return _CARD_LOOSE.sub(replace, text)
+
+
 def _full_pass(text: str) -> str:
     text = _URL_CREDENTIALS.sub(_tag("token"), text)
+    text = _EMAIL_QUOTED.sub(_tag("email"), text)
     text = _email_sub(text)
+    text = _HEX_TOKEN.sub(_tag("token"), text)
+    text = _iban_sub(text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(_tag("token"), text)
     text = _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + _tag("token"), text)
@@ -391,8 +444,10 @@ def _full_pass(text: str) -> str:
     text = _ipv6_sub(text)
     text = _IPV4.sub(_tag("ip"), text)
     text = _STREET.sub(_tag("address"), text)
+    text = _STREET_ANY_CASE.sub(_tag("address"), text)
     text = _UK_POSTCODE.sub(_tag("address"), text)
     text = _outside(_UUID, text, _number_run_sub)
+    text = _outside(_UUID, text, _card_loose_sub)
     return text
 
 
@@ -535,6 +590,10 @@ class _Redactor:
             if rule == "allow":
                 return _fixpoint(_clean_text(value), _precise_pass)
             return self.text(value)
+        if rule != "allow" and isinstance(value, int) and not isinstance(value, bool) and 13 <= len(str(abs(value))) <= 19:
+            # A card stored as a JSON number (`{"note": 4242424242424242}`) is still a card.
+            if luhn_valid(str(abs(value))):
+                return _tag("card")
         scalar = _scalar_json(value)
         if scalar is not None or value is None:
             return scalar if not isinstance(scalar, str) or rule == "allow" else self.text(scalar)
@@ -576,3 +635,112 @@ def redact(data, *, known: Iterable[str | tuple[str, str]] = ()):
     _collect_known(data, found)
     found.extend(_known_pairs(known))
     return _Redactor(_echo_patterns(found)).value(data, 0)
+
+
+# --- Audit data: allow-list per action ------------------------------------------------------------
+
+DROPPED = "[dropped]"
+
+_ID_VALUE = re.compile(r"^[A-Za-z0-9_\-:.]{1,255}$")
+_LABEL_WORD = re.compile(r"^[a-z][a-z0-9_\-:.]{0,39}$")
+_CODE_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-:.]{0,127}$")
+# Our keyed fingerprints (16 hex) and SHA-256 digests; not 40 hex, the shape of an API token.
+_HASH_VALUE = re.compile(r"^(?:sha256:)?(?:[0-9a-f]{16}|[0-9a-f]{64})$")
+_CURRENCY_VALUE = re.compile(r"^[A-Za-z]{3}$")
+_LONG_HEX = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def identifier_safe(value: str) -> bool:
+    """Whether a string with an identifier's alphabet is not, in fact, personal data or a secret:
+    no email, known secret shape, IP address, card or phone number, or long hex token (an API key)
+    hides in it. UUIDs are fine; provider ids (`cus_…`, `evt_…`) are fine."""
+    if _precise_pass(value) != value:
+        return False
+    if _LONG_HEX.search(_UUID.sub("", value)):
+        return False
+    for piece in re.split(r"[:_]", value) + [value]:
+        try:
+            ipaddress.ip_address(piece)
+            return False
+        except ValueError:
+            pass
+    if _IPV4.search(value) or _ipv6_sub(value) != value:
+        return False
+    return _outside(_UUID, value, _number_run_sub) == value
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _timestamp_ok(value) -> bool:
+    if _int(value):
+        return 0 <= value < 2**40
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _kind_ok(kind, value) -> bool:
+    if kind == "id":
+        if _int(value):
+            # Our row ids; a longer number could be a card or a phone number stored as a number.
+            return 0 <= value < 10**12
+        if isinstance(value, UUID):
+            return True
+        return isinstance(value, str) and bool(_ID_VALUE.match(value)) and identifier_safe(value)
+    if kind == "code":
+        return isinstance(value, str) and bool(_CODE_VALUE.match(value)) and identifier_safe(value)
+    if kind == "label":
+        words = value.split(" ") if isinstance(value, str) and len(value) <= 100 else []
+        return 0 < len(words) <= 6 and all(_LABEL_WORD.match(word) and identifier_safe(word) for word in words)
+    if kind in ("amount",):
+        return _int(value) and abs(value) < 2**63
+    if kind == "count":
+        return _int(value) and 0 <= value < 2**63
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "currency":
+        return isinstance(value, str) and bool(_CURRENCY_VALUE.match(value))
+    if kind == "timestamp":
+        return _timestamp_ok(value)
+    if kind == "hash":
+        return isinstance(value, str) and bool(_HASH_VALUE.match(value))
+    if isinstance(kind, tuple) and kind[0] == "enum":
+        return isinstance(value, str) and value in kind[1]
+    return False
+
+
+def _shape(kind, value):
+    """`value` kept when it has its kind's shape (null always), else `[dropped]`."""
+    if value is None:
+        return None
+    if isinstance(kind, list):
+        if not isinstance(value, (list, tuple)):
+            return DROPPED
+        return [_shape(kind[0], item) for item in value]
+    if isinstance(kind, dict):
+        if not isinstance(value, Mapping):
+            return DROPPED
+        return {key: _shape(kind[key], item) for key, item in value.items() if isinstance(key, str) and key in kind}
+    if not _kind_ok(kind, value):
+        return DROPPED
+    return str(value) if isinstance(value, UUID) else value
+
+
+def audit_data_shape(*, action: str, data) -> dict:
+    """The audit `data` of `action`: only the keys its allow-list names (`audit.actions`), each
+    value kept only when it has its kind's shape. An action without an allow-list keeps nothing
+    but a marker. Free text is never kept, so no detector has to recognise personal data in it."""
+    from audit.actions import ALLOWED_DATA
+
+    allowed = ALLOWED_DATA.get(action)
+    if allowed is None:
+        return {DROPPED: "no allow-list for this action"}
+    if not isinstance(data, Mapping):
+        return {}
+    return _shape(allowed, data)

@@ -11,7 +11,7 @@ from audit import chain
 from audit.exceptions import AuditChainBroken, AuditError, InvalidAuditActor, UnknownAuditAction
 from audit.hashing import blind_index
 from audit.models import AuditAction, AuditChainHead, AuditEntry, AuditSubject
-from audit.redaction import redact, redact_text
+from audit.redaction import audit_data_shape, redact_text
 
 _ACTOR = re.compile(r"^(?:system|[1-9][0-9]{0,18})$")
 
@@ -96,14 +96,13 @@ def _entry_prepare(
     subject_pairs = sorted(
         (kind, blind_index(str(value), kind=kind)) for kind, value in (subjects or {}).items() if value not in (None, "")
     )
-    # A subject email is known personal data: scrub it from `data` wherever it recurs, also in
-    # forms no detector would see. Ids (customer, user) are pseudonymous and stay allowed.
-    known = [(str(value), "email") for kind, value in (subjects or {}).items() if kind == "email" and value]
     return {
         "action": action,
         "actor": actor,
         "event_id": event_uuid,
-        "data": redact(data or {}, known=known),
+        # Only the keys the action's allow-list names, each of its kind (audit/actions.py);
+        # personal identifiers reach the entry only as `subjects` hashes.
+        "data": audit_data_shape(action=action, data=data or {}),
         "subject_pairs": subject_pairs,
         "dedup_key": _dedup_key_clean(dedup_key),
     }

@@ -322,13 +322,11 @@ SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:
     import sentry_sdk
 
-    from config.sentry import sentry_before_send
+    from config.sentry import sentry_options
 
+    # Events, transactions and breadcrumbs are all shaped by config/sentry.py's hooks.
     sentry_sdk.init(
         dsn=SENTRY_DSN,
-        send_default_pii=False,
-        include_local_variables=False,
-        max_request_body_size="never",
-        before_send=sentry_before_send,
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+        **sentry_options(),
     )

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -79,27 +80,63 @@ class BulkOutcome:
     skipped: int
 
 
-# --- Scrubbing ----------------------------------------------------------------------------------------
+# --- What a dead letter keeps of its error ---------------------------------------------------------------
+# A dead letter is read by operators long after the failure, so it keeps only what cannot carry
+# personal data: the exception's type, the message of payhook's own errors (ApplicationError
+# messages are PII-free by contract, and still pass the detectors as a second net), and where it
+# failed as `file:line:function` frames. Never a third-party message (a library quotes its input),
+# a source line (which may hold literals of the data) or a local variable.
 
-_FALLBACK_PATTERNS = [
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"\b(?:whsec|whsk|whpk|sk_live|sk_test|rk_live|rk_test|pk_live|pk_test)_[A-Za-z0-9+/=_-]+"), "[secret]"),
-    (re.compile(r"(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [secret]"),
-    (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[card]"),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"), "[ip]"),
-    (re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){3,7}[0-9a-fA-F]{1,4}\b"), "[ip]"),
-]
+WITHHELD_MESSAGE = "[message withheld: not a payhook error]"
+_FRAME_LINE = re.compile(r'^\s*File "([^"\n]+)", line (\d+), in ([\w<>.]+)\s*$', re.MULTILINE)
+_CHAIN_DEPTH = 5
 
 
-def _text_scrub(text: str) -> str:
-    """PII-scrub free text with the audit log's rules; a small local rule set until those exist."""
-    try:
-        from audit.redaction import redact_text
-    except ImportError:
-        for pattern, replacement in _FALLBACK_PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
-    return redact_text(text)
+def _error_message(exc: BaseException) -> str:
+    if not isinstance(exc, ApplicationError):
+        return WITHHELD_MESSAGE
+    from audit.redaction import redact_text
+
+    return redact_text(str(exc.message))[:MESSAGE_MAX_CHARS]
+
+
+def _frame_file(filename: str) -> str:
+    # Relative to the project or to site-packages: an absolute path can name a person's home.
+    from django.conf import settings
+
+    filename = filename.replace("\\", "/")
+    if not filename.startswith("/") and ":" not in filename:
+        return filename  # already relative
+    base = str(settings.BASE_DIR).replace("\\", "/").rstrip("/") + "/"
+    if filename.startswith(base):
+        return filename[len(base):]
+    if "-packages/" in filename:
+        return filename.rsplit("-packages/", 1)[1]
+    return filename.rsplit("/", 1)[-1]
+
+
+def _frame(filename: str, lineno, name: str) -> str:
+    return f"{_frame_file(filename)}:{lineno}:{name}"
+
+
+def _traceback_frames(exc: BaseException, traceback_text: str = "") -> str:
+    """`Type` then one `file:line:function` line per frame, for the exception and its causes.
+
+    Built from the exception's own traceback; an exception that was never raised here (a worker
+    passes one it caught elsewhere) falls back to the frame lines of `traceback_text`."""
+    blocks, seen, current = [], set(), exc
+    while current is not None and id(current) not in seen and len(blocks) < _CHAIN_DEPTH:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            frames = [_frame(f.filename, f.lineno, f.name) for f in traceback.extract_tb(current.__traceback__)]
+        elif current is exc:
+            frames = [_frame(*match.groups()) for match in _FRAME_LINE.finditer(traceback_text or "")]
+        else:
+            frames = []
+        blocks.append("\n".join([type(current).__name__, *(f"  {frame}" for frame in frames)]))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    # Outermost last, like Python's own report.
+    return "\n-- while handling the above:\n".join(reversed(blocks))[-TRACEBACK_MAX_CHARS:]
 
 
 def _args_safe(args) -> list:
@@ -188,11 +225,14 @@ def dead_letter_record(
     Call it outside the failed transaction. Recording the same open failure twice (a failure hook
     that ran twice) changes nothing but the timestamps and error text: `attempts` only grows when a
     closed or replayed row is reopened, and the audit entry is deduplicated on (row, attempts).
+    Of the error it keeps the type, the message only of payhook's own errors, and the frames as
+    `file:line:function` (from `exc`, or from `traceback_text`'s frame lines when `exc` carries no
+    traceback); see "What a dead letter keeps" above.
     """
     now = timezone.now()
     error_type = type(exc).__name__[:200]
-    message = _text_scrub(str(exc))[:MESSAGE_MAX_CHARS]
-    traceback_clean = _text_scrub(traceback_text or "")[-TRACEBACK_MAX_CHARS:]
+    message = _error_message(exc)
+    traceback_clean = _traceback_frames(exc, traceback_text)
     safe_args = _args_safe(args)
     attempts = max(int(attempts), 0)
 

@@ -123,12 +123,12 @@ class TestAuditEntriesAppend:
         written = audit_entries_append(
             entries=[
                 {"action": "dlq.replayed", "dedup_key": "replay:1:1", "subjects": {"dead_letter": "1"}},
-                {"action": "dlq.replayed", "dedup_key": "replay:2:1", "data": {"n": 1}},
-                {"action": "dlq.replayed", "dedup_key": "replay:2:1", "data": {"n": 2}, "subjects": {"dead_letter": "2"}},
+                {"action": "dlq.replayed", "dedup_key": "replay:2:1", "data": {"dead_letter": 1}},
+                {"action": "dlq.replayed", "dedup_key": "replay:2:1", "data": {"dead_letter": 2}, "subjects": {"dead_letter": "2"}},
                 {"action": "dlq.replayed", "dedup_key": "replay:3:1"},
             ]
         )
-        assert [(entry.id, entry.dedup_key, entry.data) for entry in written] == [(2, "replay:2:1", {"n": 1}), (3, "replay:3:1", {})]
+        assert [(entry.id, entry.dedup_key, entry.data) for entry in written] == [(2, "replay:2:1", {"dead_letter": 1}), (3, "replay:3:1", {})]
         assert AuditEntry.objects.count() == 3 and not AuditSubject.objects.exists()
         assert audit_chain_verify()[0] == 3
 

@@ -24,26 +24,27 @@ class TestAuditEntryAppend:
         assert (head.last_id, head.last_hash) == (2, second.entry_hash)
         assert audit_chain_verify() == (2, 2, second.entry_hash)
 
-    def test_it_stores_data_only_redacted(self):
+    def test_it_stores_only_the_actions_allowed_keys_of_their_kind(self):
         entry = audit_entry_append(
             action="webhook.received",
-            data={"id": "evt_1", "amount": 2000, "customer_details": {"email": "bob@example.com"}, "note": "call +44 20 7946 0958"},
+            data={"provider_event_id": "evt_1", "type": "bob@example.com", "customer_details": {"email": "bob@example.com"},
+                  "note": "call +44 20 7946 0958"},
         )
         stored = AuditEntry.objects.get(pk=entry.pk).data
-        assert stored == {"id": "evt_1", "amount": 2000, "customer_details": "[personal]", "note": "call [phone]"}
+        assert stored == {"provider_event_id": "evt_1", "type": "[dropped]"}
 
     def test_it_stores_subjects_only_as_keyed_hashes(self):
         entry = audit_entry_append(
             action="entitlement.granted",
             subjects={"email": " Alice@Example.com ", "customer": "cus_123", "user": "42"},
-            data={"description": "receipt to ALICE@example.com (alice) for cus_123", "customer": "cus_123"},
+            data={"description": "receipt to ALICE@example.com (alice) for cus_123", "entitlement": "pro"},
         )
         assert sorted(entry.subjects.values_list("kind", "value_hash")) == [
             ("customer", blind_index("cus_123", kind="customer")),
             ("email", blind_index("alice@example.com", kind="email")),
             ("user", blind_index("42", kind="user")),
         ]
-        assert entry.data == {"description": "receipt to [email] (alice) for cus_123", "customer": "cus_123"}
+        assert entry.data == {"entitlement": "pro"}
         assert_no_pii(audit_table_texts(), ["alice@example.com"])
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from audit.redaction import ALLOWED_KEYS, key_rule, luhn_valid, redact, redact_text
+from audit.redaction import ALLOWED_KEYS, audit_data_shape, key_rule, luhn_valid, redact, redact_text
+from tests.audit.pii import assert_no_pii
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -350,3 +351,157 @@ def test_long_input_is_redacted_quickly():
     out = redact_text(text)
     assert "[phone]" in out and "[email]" in out
     assert time.perf_counter() - started < 2.0
+
+
+# --- Shapes the detectors once missed (issue 9) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pay to DE89 3704 0044 0532 0130 00 today", "pay to [card] today"),
+        ("iban DE89370400440532013000", "iban [card]"),
+        ("GB29 NWBK 6016 1331 9268 19", "[card]"),
+        ("card 4000.0566.5566.5556 ok", "card [card] ok"),
+        ("card 5555  5555  5555  4444 ok", "card [card] ok"),
+        ("lives at 12 rue de Rivoli, Paris", "lives at [address], Paris"),
+        ("5 calle mayor, Madrid", "[address], Madrid"),
+        ("3 high street", "[address]"),
+        ("Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "Token [token]"),
+        ("key=9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b;", "key=[token];"),
+        ('mail "john doe"@example.com now', "mail [email] now"),
+    ],
+)
+def test_detectors_find_the_shapes_they_once_missed(text, expected):
+    assert redact_text(text) == expected
+
+
+# --- Audit data: allow-list per action --------------------------------------------------------------
+
+
+def test_only_allowed_keys_of_their_kind_are_kept():
+    from tests.audit.pii import PII_CARD_NUMBER, PII_SHAPES, pii_note
+
+    data = {
+        "entitlement": "pro", "source": "payment:pi_3Mtw", "payment_intent": "pi_3Mtw", "expires_at": "2026-12-01T00:00:00+00:00",
+        "reason": None, "canonical_event": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+        "note": pii_note(), "metadata": {"note": PII_CARD_NUMBER}, "customer_email": "carol.personal@example.org",
+    }
+    shaped = audit_data_shape(action="entitlement.granted", data=data)
+    assert shaped == {key: data[key] for key in ("entitlement", "source", "payment_intent", "expires_at", "reason", "canonical_event")}
+    assert_no_pii([json.dumps(shaped)], PII_SHAPES)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "carol@example.org", '"john doe"@example.com', "4242424242424242", 4242424242424242, "4242-4242-4242-4242",
+        "203.0.113.77", "2001:db8::8a2e:370:7334", "sk_live_51HfakeSecretToken0123456789abcdef",
+        "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b", "DE89 3704 0044 0532 0130 00", "12 rue de Rivoli", "555-123-4567",
+        "x" * 256, "", True, 1.5, {"a": 1}, ["pi_1"],
+    ],
+)
+def test_an_id_that_is_not_shaped_like_one_is_dropped(value):
+    assert audit_data_shape(action="entitlement.granted", data={"payment_intent": value}) == {"payment_intent": "[dropped]"}
+
+
+@pytest.mark.parametrize(
+    ("key", "good", "bad"),
+    [
+        ("attempts", 5, -1), ("attempts", 0, "5"), ("attempts", 3, True),
+        ("error_type", "UnknownPrice", "price 42 for carol@example.org"),
+        ("task", "webhooks.tasks.webhook_events_process", "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"),
+    ],
+)
+def test_values_are_validated_by_kind(key, good, bad):
+    assert audit_data_shape(action="task.dead_lettered", data={key: good}) == {key: good}
+    assert audit_data_shape(action="task.dead_lettered", data={key: bad}) == {key: "[dropped]"}
+
+
+def test_kinds_of_other_actions():
+    shaped = audit_data_shape(action="endpoint.secret_added", data={
+        "endpoint_id": 3, "slug": "stripe", "key_fingerprint": "0123456789abcdef", "kind": "stripe", "source": "command",
+        "others_expire_at": "2026-12-02T00:00:00+00:00", "expiring_key_fingerprints": ["fedcba9876543210", "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"],
+    })
+    assert shaped["expiring_key_fingerprints"] == ["fedcba9876543210", "[dropped]"]
+    assert shaped["endpoint_id"] == 3 and shaped["key_fingerprint"] == "0123456789abcdef"
+    changed = audit_data_shape(action="preferences.changed", data={
+        "changes": [{"category": "billing", "channel": "email", "enabled": False, "by": "carol@example.org"},
+                    {"category": "billing", "channel": "sms", "enabled": "no"}], "source": "api",
+    })
+    assert changed == {"changes": [{"category": "billing", "channel": "email", "enabled": False},
+                                   {"category": "billing", "channel": "[dropped]", "enabled": "[dropped]"}], "source": "api"}
+    assert audit_data_shape(action="event.reprocessed", data={"previous_status": "processed", "via": "admin"}) == {
+        "previous_status": "processed", "via": "admin"}
+    assert audit_data_shape(action="event.reprocessed", data={"previous_status": "lost"}) == {"previous_status": "[dropped]"}
+
+
+def test_an_action_without_an_allow_list_keeps_only_a_marker():
+    assert audit_data_shape(action="no.such.action", data={"entitlement": "pro", "note": "carol@example.org"}) == {
+        "[dropped]": "no allow-list for this action"}
+
+
+def _emitted_actions() -> dict[str, set[str]]:
+    """Every audit action the application code names, with the data keys written beside it.
+
+    Parsed from the source (ast): calls `audit_entry_append(action="…", data={…})`, dicts
+    `{"action": "…", "data": {…}}`, and any other string literal shaped like an audit action.
+    """
+    import ast
+    from pathlib import Path
+
+    from audit.models import AuditAction
+
+    root = Path(__file__).resolve().parents[2]
+    emitted: dict[str, set[str]] = {}
+    prefixes = {value.split(".")[0] for value in AuditAction.values}
+
+    def keys_of(node) -> set[str]:
+        if isinstance(node, ast.Dict):
+            return {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        return set()
+
+    for path in root.glob("*/**/*.py"):
+        if path.parts[len(root.parts)] in ("tests", ".venv", "bench") or "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.fullmatch(r"[a-z]+\.[a-z_]+", node.value) and node.value.split(".")[0] in prefixes and node.value.split(".")[1] in {
+                    v.split(".")[1] for v in AuditAction.values
+                }:
+                    emitted.setdefault(node.value, set())
+            if isinstance(node, ast.Call):
+                kwargs = {kw.arg: kw.value for kw in node.keywords}
+                action = kwargs.get("action")
+                if isinstance(action, ast.Constant) and "data" in kwargs:
+                    emitted.setdefault(action.value, set()).update(keys_of(kwargs["data"]))
+            if isinstance(node, ast.Dict):
+                pairs = {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
+                if isinstance(pairs.get("action"), ast.Constant) and "data" in pairs:
+                    emitted.setdefault(pairs["action"].value, set()).update(keys_of(pairs["data"]))
+    return emitted
+
+
+def test_every_action_the_code_emits_has_an_allow_list_with_its_keys():
+    from audit.actions import ALLOWED_DATA
+    from audit.models import AuditAction
+
+    emitted = _emitted_actions()
+    assert {"webhook.received", "entitlement.granted", "task.dead_lettered", "dlq.replayed", "event.reprocessed"} <= set(emitted)
+    assert set(AuditAction.values) == set(ALLOWED_DATA)
+    for action, keys in emitted.items():
+        assert action in ALLOWED_DATA, f"{action} has no allow-list in audit/actions.py"
+        assert keys <= set(ALLOWED_DATA[action]), f"{action} writes {sorted(keys - set(ALLOWED_DATA[action]))}, not on its allow-list"
+
+
+def test_a_label_is_a_few_lower_case_code_words():
+    good = {"source": "command webhook_endpoint add-secret"}
+    assert audit_data_shape(action="endpoint.secret_added", data=good) == good
+    for bad in ("Carolina Smith", "mail carol@example.org", "a b c d e f g", "call 555-123-4567", ""):
+        assert audit_data_shape(action="endpoint.secret_added", data={"source": bad}) == {"source": "[dropped]"}
+
+
+def test_a_card_stored_as_a_json_number_under_a_scanned_key_is_tagged():
+    assert redact({"note": 4242424242424242, "order": 1790000000123, "amount": 2000}) == {
+        "note": "[card]", "order": 1790000000123, "amount": 2000}

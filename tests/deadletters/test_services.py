@@ -55,10 +55,10 @@ class TestDeadLetterRecord:
         assert row.unit_key == f"{TASK}:{event.id}"
         assert (row.status, row.attempts, row.occurrences, row.event_id) == ("open", 5, 1, event.id)
         assert row.error_type == "UnknownPrice"
-        assert "price_123" in row.error_message and "jane.doe@example.com" not in row.error_message
+        assert row.error_message == deadletters.WITHHELD_MESSAGE  # not a payhook error: its message may quote data
         for secret in ("jane.doe@example.com", "4242 4242 4242 4242", "203.0.113.7", "whsec_abcdefghijklmnop"):
             assert secret not in row.traceback
-        assert "entitlement_grant" in row.traceback
+        assert row.traceback == "UnknownPrice\n  fulfillment/services.py:42:entitlement_grant"
         assert (event.status, event.last_error) == ("dead", "UnknownPrice")
         assert audit_calls == [{
             "action": "task.dead_lettered", "event_id": str(event.id),
@@ -268,14 +268,3 @@ def test_bulk_replay_counts_what_it_skipped(stripe_endpoint, operator, django_ca
     assert (outcome.acted, outcome.skipped) == (1, 1)
     open_row.refresh_from_db()
     assert open_row.status == "replayed"
-
-
-def test_the_local_scrubber_covers_emails_cards_ips_and_secrets_without_the_audit_rules(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "audit.redaction", None)  # import fails: the local rules apply
-    text = deadletters._text_scrub(_traceback_with_pii() + "Authorization: Bearer abcdefghijklmnop1234\n")
-    for secret in ("jane.doe@example.com", "4242 4242 4242 4242", "203.0.113.7", "whsec_abcdefghijklmnop",
-                   "abcdefghijklmnop1234"):
-        assert secret not in text
-    assert "entitlement_grant" in text and "line 42" in text
