@@ -17,6 +17,7 @@ Kinds (checked in `audit.redaction`):
   hash       a hex digest (a keyed fingerprint)
   count      a non-negative integer
   boolean    true or false
+  note       an operator's free-text note: every detector applied (redact_text), 500 characters at most
   [kind]     a list of values of that kind
   {key: kind} an object holding only those keys
 
@@ -24,8 +25,8 @@ Adding an action: add it to `audit.models.AuditAction` and here; a test fails wh
 an action (or a key) that is not listed.
 """
 
-ID, CODE, LABEL, AMOUNT, CURRENCY, TIMESTAMP, HASH, COUNT, BOOLEAN = (
-    "id", "code", "label", "amount", "currency", "timestamp", "hash", "count", "boolean",
+ID, CODE, LABEL, AMOUNT, CURRENCY, TIMESTAMP, HASH, COUNT, BOOLEAN, NOTE = (
+    "id", "code", "label", "amount", "currency", "timestamp", "hash", "count", "boolean", "note",
 )
 
 
@@ -36,10 +37,17 @@ def enum(*values: str) -> tuple:
 _EVENT_STATUS = enum("received", "processing", "processed", "ignored", "failed", "dead")
 _ENTITLEMENT_EFFECT = {
     "entitlement": CODE, "entitlement_key": CODE, "source": ID, "payment_intent": ID, "expires_at": TIMESTAMP,
-    "reason": CODE, "canonical_event": ID,
+    "reason": LABEL, "canonical_event": ID,
+    # Operator changes through the admin (fulfillment.services.entitlement_revoke/_restore).
+    "entitlement_id": ID, "customer_id": ID, "entitlement_source": ID, "note": NOTE,
 }
 _NOTIFICATION = {"channel": enum("email", "in_app"), "template": CODE, "category": CODE, "reason": CODE}
-_DEAD_LETTER_ACTION = {"dead_letter": ID, "task": CODE}
+_DEAD_LETTER_ACTION = {"dead_letter": ID, "task": CODE, "note": NOTE}
+_BEFORE_AFTER = lambda kind: {"before": kind, "after": kind}  # noqa: E731
+_PRODUCT_CHANGE = {
+    "product_id": ID, "provider": CODE, "price_id": ID, "entitlements_before": [CODE], "entitlements_after": [CODE],
+    "fields": [CODE], "source": LABEL, "note": NOTE,
+}
 _SECRET_CHANGE = {
     "endpoint_id": ID, "slug": CODE, "key_fingerprint": HASH, "kind": CODE, "source": LABEL,
     "others_expire_at": TIMESTAMP, "expiring_key_fingerprints": [HASH],
@@ -65,5 +73,16 @@ ALLOWED_DATA: dict[str, dict] = {
     "preferences.changed": {
         "changes": [{"category": CODE, "channel": enum("email", "in_app"), "enabled": BOOLEAN}],
         "source": LABEL,
+        "user": ID,
+    },
+    "customer.linked": {"customer_id": ID, "from_user": ID, "to_user": ID, "source": LABEL, "note": NOTE},
+    "product.created": _PRODUCT_CHANGE,
+    "product.changed": _PRODUCT_CHANGE,
+    "product.deleted": _PRODUCT_CHANGE,
+    "endpoint.changed": {
+        "endpoint_id": ID, "slug": _BEFORE_AFTER(CODE), "fields": [CODE], "is_active": _BEFORE_AFTER(BOOLEAN),
+        "mode": _BEFORE_AFTER(enum("live", "test")), "scheme": _BEFORE_AFTER(CODE),
+        "allowed_sources_count": _BEFORE_AFTER(COUNT),
+        "source": LABEL, "note": NOTE,
     },
 }

@@ -640,6 +640,7 @@ def redact(data, *, known: Iterable[str | tuple[str, str]] = ()):
 # --- Audit data: allow-list per action ------------------------------------------------------------
 
 DROPPED = "[dropped]"
+NOTE_MAX_CHARS = 500
 
 _ID_VALUE = re.compile(r"^[A-Za-z0-9_\-:.]{1,255}$")
 _LABEL_WORD = re.compile(r"^[a-z][a-z0-9_\-:.]{0,39}$")
@@ -727,6 +728,10 @@ def _shape(kind, value):
         if not isinstance(value, Mapping):
             return DROPPED
         return {key: _shape(kind[key], item) for key, item in value.items() if isinstance(key, str) and key in kind}
+    if kind == "note":
+        # An operator's note is the one free text an auditor needs (why a dead letter was resolved,
+        # why access was revoked): kept, but through every detector and capped.
+        return redact_text(value)[:NOTE_MAX_CHARS] if isinstance(value, str) else DROPPED
     if not _kind_ok(kind, value):
         return DROPPED
     return str(value) if isinstance(value, UUID) else value
@@ -735,7 +740,7 @@ def _shape(kind, value):
 def audit_data_shape(*, action: str, data) -> dict:
     """The audit `data` of `action`: only the keys its allow-list names (`audit.actions`), each
     value kept only when it has its kind's shape. An action without an allow-list keeps nothing
-    but a marker. Free text is never kept, so no detector has to recognise personal data in it."""
+    but a marker. The only free text kept is an operator's `note`, passed through every detector."""
     from audit.actions import ALLOWED_DATA
 
     allowed = ALLOWED_DATA.get(action)

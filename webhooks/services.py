@@ -18,7 +18,6 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from audit.models import AuditAction
-from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from config import encryption
 from config.db import row_insert_new_if_current
@@ -168,15 +167,13 @@ def webhook_endpoint_update(
     transaction.on_commit(endpoint_cache_clear)
     audited = {name: pair for name, pair in changes.items() if name != "description"}
     if audited:
-        data = {"endpoint_id": row.pk, "slug": row.slug, "fields": sorted(audited), "source": source}
+        data = {"endpoint_id": row.pk, "fields": sorted(audited), "source": source, "note": note.strip() or None}
         for name, (before, after) in audited.items():
             if name == "allowed_sources":
                 data["allowed_sources_count"] = {"before": len(before), "after": len(after)}
             else:
                 data[name] = {"before": before, "after": after}
-        note = (note or "").strip()
-        if note:
-            data["note"] = redact_text(note)
+        data.setdefault("slug", {"before": row.slug, "after": row.slug})
         audit_entry_append(action=AuditAction.ENDPOINT_CHANGED, actor=actor, data=data)
     return list(changes)
 

@@ -347,10 +347,10 @@ def test_long_input_is_redacted_quickly():
     import time
 
     text = ("a" * 5000 + " ") * 20 + "call +1 555 123 4567 now " + "1 " * 5000 + "x@y.io " + "::" * 2000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what a pathological regex would burn, not a busy machine's wait
     out = redact_text(text)
     assert "[phone]" in out and "[email]" in out
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 5.0  # catastrophic backtracking takes minutes, not seconds
 
 
 # --- Shapes the detectors once missed (issue 9) -----------------------------------------------------
@@ -385,11 +385,22 @@ def test_only_allowed_keys_of_their_kind_are_kept():
     data = {
         "entitlement": "pro", "source": "payment:pi_3Mtw", "payment_intent": "pi_3Mtw", "expires_at": "2026-12-01T00:00:00+00:00",
         "reason": None, "canonical_event": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-        "note": pii_note(), "metadata": {"note": PII_CARD_NUMBER}, "customer_email": "carol.personal@example.org",
+        "comment": pii_note(), "metadata": {"note": PII_CARD_NUMBER}, "customer_email": "carol.personal@example.org",
     }
     shaped = audit_data_shape(action="entitlement.granted", data=data)
     assert shaped == {key: data[key] for key in ("entitlement", "source", "payment_intent", "expires_at", "reason", "canonical_event")}
     assert_no_pii([json.dumps(shaped)], PII_SHAPES)
+
+
+def test_an_operator_note_is_kept_with_every_detectable_shape_scrubbed_and_capped():
+    from tests.audit.pii import PII_CARD_NUMBER
+
+    note = f"refund reversed after a call; card {PII_CARD_NUMBER}, mail carol.personal@example.org " + "x" * 1000
+    shaped = audit_data_shape(action="dlq.resolved", data={"dead_letter": 7, "task": "webhooks.tasks.x", "note": note})
+
+    assert shaped["note"].startswith("refund reversed after a call; card [card], mail [email] ")
+    assert len(shaped["note"]) == 500
+    assert audit_data_shape(action="dlq.resolved", data={"note": {"nested": "x"}}) == {"note": "[dropped]"}
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def test_an_admin_edit_of_mode_active_and_sources_is_one_audit_entry_without_add
     [entry] = _changes()
     assert entry.actor == str(root.pk)
     assert entry.data == {
-        "endpoint_id": stripe_endpoint.pk, "slug": "stripe", "source": "admin",
+        "endpoint_id": stripe_endpoint.pk, "slug": {"before": "stripe", "after": "stripe"}, "source": "admin", "note": None,
         "fields": ["allowed_sources", "is_active", "mode"],
         "is_active": {"before": True, "after": False}, "mode": {"before": "live", "after": "test"},
         "allowed_sources_count": {"before": 0, "after": 2},
