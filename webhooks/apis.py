@@ -1,9 +1,12 @@
+import logging
+
 import django_filters
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.exceptions import ApplicationError
 from config.filters import UtcDateTimeFilter
 from config.pagination import CursorPagination
 from config.parsers import API_PARSERS
@@ -11,6 +14,8 @@ from config.permissions import OPERATORS, SUPPORT, in_groups
 from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
 from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.selectors import webhook_event_list
+
+logger = logging.getLogger(__name__)
 
 
 class EventFilter(django_filters.FilterSet):
@@ -48,12 +53,16 @@ class EventDetailOutputSerializer(EventOutputSerializer):
 
     def get_canonical_events(self, event) -> list[dict] | None:
         from fulfillment.canonical import canonical_events_for_event
-        from config.exceptions import ApplicationError
 
         try:
             return canonical_events_for_event(event)
         except (ApplicationError, ValueError):
             return None  # unreadable or invalid: the dead letter says why
+        except Exception as exc:  # noqa: BLE001 - a signed payload of odd shapes must not make a read fail
+            # Verified is not well-formed: a provider (or a leaked secret) can sign `"type": {}` or
+            # `"metadata": []`. The event's dead letter holds the cause; the detail still answers.
+            logger.warning("canonical events not shown: event=%s error=%s", event.pk, type(exc).__name__)
+            return None
 
 
 class EventPagination(CursorPagination):
