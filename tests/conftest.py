@@ -35,9 +35,11 @@ def _test_settings(settings):
     settings.WEBHOOK_SOURCES_CACHE_SECONDS = 0
     webhook_services.endpoint_cache_clear()
     throttling.sources_cache_clear()
+    throttling.throttled_clients_forget()
     yield
     webhook_services.endpoint_cache_clear()
     throttling.sources_cache_clear()
+    throttling.throttled_clients_forget()
 
 
 # --- Secrets and endpoints ----------------------------------------------------------------------

@@ -6,7 +6,9 @@ file cache under var/cache with the embedded default):
 - WEBHOOK_RATE_LIMIT_PER_CLIENT counts *refusals* (4xx: unknown slugs, bad signatures, forbidden
   sources) per client address; past it the address gets 429 for the rest of the window. Verified
   deliveries never count, so a provider's retry storm is not throttled by this limit, and a client
-  inside an endpoint's allowlist is never throttled by it on that endpoint.
+  inside an endpoint's allowlist is never throttled by it on that endpoint. Only refusals touch the
+  shared counter; each process remembers the clients it saw pass the limit, so the hot path of a
+  verified delivery makes no cache round trip.
 - WEBHOOK_RATE_LIMIT_PER_ENDPOINT (off by default) counts every request to a known endpoint.
 
 The endpoint's existence and allowlist are cached in-process for WEBHOOK_SOURCES_CACHE_SECONDS,
@@ -185,14 +187,18 @@ def _refused(slug: str, reason: str) -> None:
 
 def webhook_request_admit(*, slug: str, meta) -> None:
     """Refuse a delivery before reading or verifying it: 429 past a limit, 404 for an unknown slug,
-    403 from outside the endpoint's allowlist. Raises a WebhookError; returns None to go on."""
+    403 from outside the endpoint's allowlist. Raises a WebhookError; returns None to go on.
+
+    The per-client check reads no shared state: a client is throttled here once this process has
+    seen the shared refusal counter reach the limit (`webhook_refusal_record`), so a verified
+    delivery costs no cache round trip at all.
+    """
     client = _address(client_address(meta))
     entry = _sources.get(slug)  # possibly stale: enough to know whether the client is allowlisted
     allowlisted = entry is not None and _contains(entry.networks, client)
-    client_rate = rate_parse(settings.WEBHOOK_RATE_LIMIT_PER_CLIENT)
-    if client_rate is not None and not allowlisted:
-        count, retry_after = _window(f"client:{client}", client_rate, hit=False)
-        if count >= client_rate[0]:
+    if not allowlisted:
+        retry_after = _client_throttled_for(str(client))
+        if retry_after:
             # An unknown slug must not become a metric label: an attacker chooses it.
             _refused(slug if entry is not None and entry.exists else "", "rate_limited")
             raise RateLimited("too many refused requests from this address", retry_after=retry_after)
@@ -212,13 +218,51 @@ def webhook_request_admit(*, slug: str, meta) -> None:
             raise RateLimited("too many requests to this endpoint", retry_after=retry_after)
 
 
-def webhook_refusal_record(*, meta, error: WebhookError) -> None:
-    """Count a refused request against its client address (WEBHOOK_RATE_LIMIT_PER_CLIENT).
+def webhook_refusal_record(*, slug: str, meta, error: WebhookError) -> WebhookError:
+    """Count a refused request against its client address (WEBHOOK_RATE_LIMIT_PER_CLIENT) in the
+    shared cache, and return the error to answer with: the refusal itself, or a 429 once the shared
+    count is past the limit (a process that had not yet seen the client throttled learns it here).
 
     Not counted: 429s themselves (a throttled client's window ends on time) and idempotency
     conflicts, which only a verified delivery can cause.
     """
     rate = rate_parse(settings.WEBHOOK_RATE_LIMIT_PER_CLIENT)
     if rate is None or isinstance(error, (RateLimited, IdempotencyConflict)) or not 400 <= error.status_code < 500:
-        return
-    _window(f"client:{_address(client_address(meta))}", rate, hit=True)
+        return error
+    client = str(_address(client_address(meta)))
+    count, retry_after = _window(f"client:{client}", rate, hit=True)
+    if count >= rate[0]:
+        _client_throttle(client, retry_after)
+    if count > rate[0]:
+        entry = _sources.get(slug)
+        _refused(slug if entry is not None and entry.exists else "", "rate_limited")
+        return RateLimited("too many refused requests from this address", retry_after=retry_after)
+    return error
+
+
+# Clients this process knows to be past the refusal limit, with the end of their window (the windows'
+# clock). Bounded against a flood of distinct addresses: forgetting one only costs a counter round trip.
+_throttled: dict[str, float] = {}
+_THROTTLED_MAX = 10_000
+
+
+def _client_throttle(client: str, retry_after: int) -> None:
+    if len(_throttled) >= _THROTTLED_MAX:
+        _throttled.clear()
+    _throttled[client] = _clock() + retry_after
+
+
+def _client_throttled_for(client: str) -> int:
+    """Seconds until this process lets `client` through again; 0 when it is not throttled."""
+    until = _throttled.get(client)
+    if until is None:
+        return 0
+    remaining = math.ceil(until - _clock())
+    if remaining <= 0:
+        _throttled.pop(client, None)
+        return 0
+    return remaining
+
+
+def throttled_clients_forget() -> None:
+    _throttled.clear()

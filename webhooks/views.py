@@ -29,7 +29,7 @@ def webhook_receive(request, slug: str):
         body = _body_read(request)
         result = webhook_event_receive(slug=slug, body=body, headers=request.headers)
     except WebhookError as exc:
-        webhook_refusal_record(meta=request.META, error=exc)
+        exc = webhook_refusal_record(slug=slug, meta=request.META, error=exc)
         return JsonResponse({"error": exc.code, **exc.extra}, status=exc.status_code, headers=getattr(exc, "headers", None))
     except (OperationalError, InterfaceError) as exc:
         # Never a 2xx that was not stored: the provider retries later.
