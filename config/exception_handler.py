@@ -18,6 +18,10 @@ def api_exception_handler(exc, context):
         response = exception_handler(exc, context)
         response.data = {"error": "not_authenticated", "detail": str(exc.detail)}
         return response
+    if isinstance(exc, exceptions.Throttled):
+        response = exception_handler(exc, context)  # sets Retry-After
+        response.data = {"error": "throttled", "detail": "too many requests", "retry_after": exc.wait and int(exc.wait + 0.999)}
+        return response
     if isinstance(exc, (DjangoValidationError, OverflowError)):
         # A client's value that passed the filter's parsing but not the model field's conversion
         # (a datetime at the calendar's edge): the request's fault, never a 500.
