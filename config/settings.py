@@ -98,6 +98,7 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures are what the lockout needs; no row per successful login
 AXES_CLIENT_IP_CALLABLE = "accounts.lockout.lockout_client_ip"
 AXES_CLIENT_STR_CALLABLE = "accounts.lockout.lockout_client_str"
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]

@@ -1,12 +1,21 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from config.health import healthz, metrics, readyz
+from config.permissions import ApiGroupMember
 from webhooks.apis import DeadLetterViewSet, EventViewSet
 
+
+class ApiRootView(APIRootView):
+    """/api/v1/ lists the API's routes: for its groups, like the schema."""
+
+    permission_classes = [ApiGroupMember]
+
+
 router = DefaultRouter(trailing_slash=True)
+router.APIRootView = ApiRootView
 router.register("events", EventViewSet, basename="event")
 router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
 
