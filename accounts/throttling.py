@@ -21,3 +21,16 @@ class ApiUserThrottle(_TrustedAddress, UserRateThrottle):
 
 class ApiAnonThrottle(_TrustedAddress, AnonRateThrottle):
     scope = "anon"
+
+
+def anonymous_refusal_throttle_wait(request, view) -> float | None:
+    """Counts a refused unauthenticated API request (a 401) against its address's API_THROTTLE_ANON
+    budget; past it, the seconds until the budget returns, else None.
+
+    DRF checks permissions before throttles, so a request that authenticates as nobody is refused
+    with 401 before ApiAnonThrottle runs: counted here instead, a client guessing tokens gets 429s.
+    """
+    throttle = ApiAnonThrottle()
+    if throttle.allow_request(request, view):
+        return None
+    return throttle.wait() or 1.0
