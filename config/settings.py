@@ -305,6 +305,8 @@ SPECTACULAR_SETTINGS = {
     # The map of the internal API (dead letters included) is for the API's groups, not the public
     # nor a buyer's account: /api/schema/ and /api/docs/ both.
     "SERVE_PERMISSIONS": ["config.permissions.ApiGroupMember"],
+    # Every operation documents its error answers too (400/401/403/404/429, 413/415 with a body).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.error_responses_postprocess"],
     # /api/docs/ loads Swagger UI from our own static files (WhiteNoise), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
