@@ -1,3 +1,5 @@
+import math
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -5,6 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from accounts.throttling import anonymous_refusal_throttle_wait
 from config.exceptions import ApplicationError
 
 
@@ -12,11 +15,20 @@ def api_exception_handler(exc, context):
     """Map domain errors to `{"error": code, ...}` and keep DRF's own errors in the same shape."""
     if isinstance(exc, ApplicationError):
         return Response({"error": exc.code, "detail": exc.message, **exc.extra}, status=exc.status_code)
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)) and context.get("request"):
+        wait = anonymous_refusal_throttle_wait(context["request"], context.get("view"))
+        if wait is not None:
+            exc = exceptions.Throttled(wait)
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         # UNAUTHENTICATED_USER is None and token auth sends a WWW-Authenticate header, so DRF
         # answers 401 here rather than 403.
         response = exception_handler(exc, context)
         response.data = {"error": "not_authenticated", "detail": str(exc.detail)}
+        return response
+    if isinstance(exc, exceptions.Throttled):
+        response = exception_handler(exc, context)  # sets Retry-After
+        retry_after = math.ceil(exc.wait) if exc.wait is not None else None
+        response.data = {"error": "throttled", "detail": "too many requests", "retry_after": retry_after}
         return response
     if isinstance(exc, (DjangoValidationError, OverflowError)):
         # A client's value that passed the filter's parsing but not the model field's conversion

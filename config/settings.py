@@ -4,6 +4,7 @@ Every variable is listed with its default in `.env.example`. Environments differ
 environment; tests override single values with pytest's `settings` fixture.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -60,7 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "fulfillment",
     "notifications",
     "audit",
+    "accounts",  # hashed API tokens (and the drf_create_token command), API throttles, admin lockout
 ]
 
 MIDDLEWARE = [
@@ -82,7 +84,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins go through django-axes first: past AXES_FAILURE_LIMIT wrong passwords for one
+# username from one address, that pair is refused (even with the right password) for the cool-off.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures are what the lockout needs; no row per successful login
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.lockout_client_ip"
+AXES_CLIENT_STR_CALLABLE = "accounts.lockout.lockout_client_str"
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -273,7 +292,7 @@ ANYMAIL = env.json("ANYMAIL", default={})
 # --- API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -283,12 +302,25 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Per token/user and, for anonymous requests, per address, counted in the default cache.
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiUserThrottle", "accounts.throttling.ApiAnonThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_THROTTLE_USER", default="1000/min") or None,
+        "anon": env.str("API_THROTTLE_ANON", default="60/min") or None,
+    },
 }
+# `manage.py drf_create_token USER` issues keys that expire after this many days (--expires-in overrides).
+API_TOKEN_EXPIRES_DAYS = env.int("API_TOKEN_EXPIRES_DAYS", default=90)
 SPECTACULAR_SETTINGS = {
     "TITLE": "payhook API",
     "DESCRIPTION": "Read stored webhook events, entitlements, notifications and the audit log.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The map of the internal API (dead letters included) is for the API's groups, not the public
+    # nor a buyer's account: /api/schema/ and /api/docs/ both.
+    "SERVE_PERMISSIONS": ["config.permissions.ApiGroupMember"],
+    # Every operation documents its error answers too (400/401/403/404/429, 413/415 with a body).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.error_responses_postprocess"],
     # /api/docs/ loads Swagger UI from our own static files (WhiteNoise), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -297,6 +329,10 @@ SPECTACULAR_SETTINGS = {
         "WebhookEventStatusEnum": "webhooks.models.WebhookEvent.Status",
     },
 }
+
+# /metrics: with a token, `Authorization: Bearer <token>` is required; without, only a scraper on the
+# same host (loopback) is answered (config/health.py).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Logging and error reporting --------------------------------------------------------------
 # Log lines carry ids, types and outcomes only: never bodies, headers, secrets or personal data.

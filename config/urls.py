@@ -1,13 +1,21 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.permissions import IsAuthenticated
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
 from config.health import healthz, metrics, readyz
+from config.permissions import ApiGroupMember
 from webhooks.apis import DeadLetterViewSet, EventViewSet
 
+
+class ApiRootView(APIRootView):
+    """/api/v1/ lists the API's routes: for its groups, like the schema."""
+
+    permission_classes = [ApiGroupMember]
+
+
 router = DefaultRouter(trailing_slash=True)
+router.APIRootView = ApiRootView
 router.register("events", EventViewSet, basename="event")
 router.register("dead-letters", DeadLetterViewSet, basename="dead-letter")
 
@@ -19,7 +27,8 @@ urlpatterns = [
     path("api/v1/", include("audit.urls")),
     path("notifications/", include("notifications.public_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[IsAuthenticated]), name="api-docs"),
+    # Both for the API's groups only (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]).
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

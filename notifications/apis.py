@@ -2,31 +2,19 @@ import django_filters
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.pagination import CursorPagination
 from config.parsers import API_PARSERS
-from config.permissions import OPERATORS, SUPPORT, in_groups
+from config.permissions import OPERATORS, SUPPORT, IsUserThemself, in_groups
 from notifications.models import Category, Channel, Notification
 from notifications.selectors import notification_list, notification_preferences_effective, notification_user_get
 from notifications.services import notification_preferences_update
 
 StaffReaders = in_groups(OPERATORS, SUPPORT)
-
-
-class IsUserThemself(BasePermission):
-    """The authenticated user is the one the URL (`user_id`) or the `?user=` filter names."""
-
-    message = "only your own notifications, unless you are in operators or support"
-
-    def has_permission(self, request, view):
-        user = request.user
-        if not user or not user.is_authenticated:
-            return False
-        target = view.kwargs.get("user_id", request.query_params.get("user"))
-        return target is not None and str(target) == str(user.pk)
+# Preferences: operators read; support (audited with the actor) and the user themself also change them.
+PreferencesStaff = in_groups(OPERATORS, read_only=True) | in_groups(SUPPORT)
 
 
 class NotificationFilter(django_filters.FilterSet):
@@ -76,7 +64,7 @@ class NotificationListApi(ListAPIView):
 class NotificationPreferencesApi(APIView):
     """The effective category × channel matrix (defaults included); PUT applies a partial or full one."""
 
-    permission_classes = [StaffReaders | IsUserThemself]
+    permission_classes = [PreferencesStaff | IsUserThemself]
     parser_classes = API_PARSERS
 
     @extend_schema_serializer(component_name="NotificationPreferencesInput")

@@ -111,7 +111,7 @@ class DeadLetterOutputSerializer(serializers.ModelSerializer):
     event_id = serializers.UUIDField(read_only=True, allow_null=True)
     event_type = serializers.CharField(source="event.event_type", default=None, read_only=True)
     idempotency_key = serializers.CharField(source="event.idempotency_key", default=None, read_only=True)
-    acted_by = serializers.PrimaryKeyRelatedField(read_only=True)
+    acted_by = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)  # null until someone acts
 
     class Meta:
         model = DeadLetter

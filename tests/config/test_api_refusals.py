@@ -4,10 +4,10 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.webhooks.factories import WebhookEventFactory
+from tests.accounts.factories import token_key_for
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def staff(settings) -> APIClient:
     user = User.objects.create_user(username=f"staff-{uuid.uuid4().hex[:8]}")
     user.groups.add(*Group.objects.all())
     client = APIClient(raise_request_exception=False)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_key_for(user)}")
     return client
 
 

@@ -87,9 +87,15 @@ def test_make_run_banner_names_the_urls_and_the_first_commands(capsys):
 
 
 def test_api_docs_need_a_login_and_load_swagger_ui_from_our_own_static_files(client, db):
-    assert client.get("/api/docs/").status_code in (401, 403)
+    from django.contrib.auth.models import Group
 
-    client.force_login(get_user_model().objects.create_user("reader"))
+    assert client.get("/api/docs/").status_code in (401, 403)
+    client.force_login(get_user_model().objects.create_user("buyer"))
+    assert client.get("/api/docs/").status_code == 403  # the API's groups only (config/permissions.py)
+
+    reader = get_user_model().objects.create_user("reader")
+    reader.groups.add(Group.objects.get(name="support"))
+    client.force_login(reader)
     page = client.get("/api/docs/")
 
     assert page.status_code == 200

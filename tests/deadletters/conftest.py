@@ -2,11 +2,11 @@ import base64
 import json
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.conftest import celery_queue
 from tests.deadletters.factories import staff_user_create
+from tests.accounts.factories import token_key_for
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def services_user(db):
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_key_for(user)}")
     return client
 
 

@@ -135,15 +135,15 @@ def test_unfulfilled_event_types_are_ignored(catalog, deliver):
 
 def test_events_api_detail_shows_the_canonical_events_without_personal_data(catalog, alice, deliver, client, django_user_model):
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
+    from tests.accounts.factories import token_key_for
 
     event_id, _ = deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id,
                                                 customer="cus_A", payment_intent="pi_1", email="alice@example.com"))
     operator = django_user_model.objects.create_user("op")
     operator.groups.add(Group.objects.get(name="operators"))
-    token = Token.objects.create(user=operator)
+    token = token_key_for(operator)
 
-    response = client.get(f"/api/v1/events/{event_id}/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get(f"/api/v1/events/{event_id}/", HTTP_AUTHORIZATION=f"Token {token}")
 
     assert response.status_code == 200
     [canonical] = response.json()["canonical_events"]

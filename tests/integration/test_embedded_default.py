@@ -111,11 +111,11 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
 
         # 2. Fix the cause, then replay through the operators' API; the event is fulfilled.
         _manage(env, "import_catalog", str(ROOT / "docs" / "examples" / "catalog.json"))
-        token = _manage(env, "shell", "-c", (
-            "from django.contrib.auth.models import Group, User; from rest_framework.authtoken.models import Token; "
-            "u = User.objects.create_user('operator'); u.groups.add(Group.objects.get(name='operators')); "
-            "print(Token.objects.create(user=u).key)"
-        )).split()[-1]  # Django 5.2's shell first reports its automatic imports
+        _manage(env, "shell", "-c", (
+            "from django.contrib.auth.models import Group, User; "
+            "u = User.objects.create_user('operator'); u.groups.add(Group.objects.get(name='operators'))"
+        ))
+        token = _manage(env, "drf_create_token", "operator").strip()  # the contract's command: the key alone
         replay = requests.post(f"{base}/api/v1/dead-letters/{letter_id}/replay/", json={"note": "price added to the catalog"},
                                headers={"Authorization": f"Token {token}"}, timeout=10)
         assert replay.status_code == 200, replay.text

@@ -1,8 +1,8 @@
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from notifications import services as notification_services
+from tests.accounts.factories import token_key_for
 from tests.notifications.factories import UserFactory
 
 
@@ -43,8 +43,7 @@ def api_client_for(db):
     def client_for(user) -> APIClient:
         client = APIClient()
         if user is not None:
-            token, _ = Token.objects.get_or_create(user=user)
-            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token_key_for(user)}")
         return client
 
     return client_for

@@ -24,14 +24,28 @@ def test_get_returns_the_effective_matrix_with_defaults(api_client_for, user):
     assert response.json() == {"user": user.pk, "preferences": {**DEFAULTS, "billing": {"email": True, "in_app": False}}}
 
 
-@pytest.mark.parametrize("group", ["operators", "support"])
-def test_operators_and_support_read_and_change_anyones_preferences(api_client_for, user, group):
-    staff = UserFactory(groups=[group])
-    client = api_client_for(staff)
+def test_support_reads_and_changes_anyones_preferences(api_client_for, user):
+    client = api_client_for(UserFactory(groups=["support"]))
     assert client.get(url(user)).status_code == 200
     response = client.put(url(user), {"preferences": {"product_updates": {"email": True}}}, format="json")
     assert response.status_code == 200
     assert response.json()["preferences"]["product_updates"] == {"email": True, "in_app": True}
+
+
+def test_operators_read_but_cannot_change_preferences(api_client_for, user):
+    client = api_client_for(UserFactory(groups=["operators"]))
+    assert client.get(url(user)).status_code == 200
+    response = client.put(url(user), {"preferences": {"product_updates": {"email": True}}}, format="json")
+    assert response.status_code == 403
+    assert not NotificationPreference.objects.filter(user=user).exists()
+
+
+def test_a_services_token_cannot_see_even_its_own_preferences_or_notifications(api_client_for):
+    service = UserFactory(groups=["services"])
+    client = api_client_for(service)
+    assert client.get(url(service)).status_code == 403
+    assert client.put(url(service), {"preferences": {"access": {"email": False}}}, format="json").status_code == 403
+    assert client.get("/api/v1/notifications/", {"user": service.pk}).status_code == 403
 
 
 def test_put_applies_a_partial_matrix_and_audits_the_acting_user(api_client_for, user, audit_calls):

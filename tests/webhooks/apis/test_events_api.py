@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.webhooks.factories import WebhookEndpointFactory, WebhookEventFactory
 from webhooks import samples
 from webhooks.models import WebhookEvent
+from tests.accounts.factories import token_key_for
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ def _client_for(*groups: str) -> APIClient:
     for name in groups:
         user.groups.add(Group.objects.get(name=name))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_key_for(user)}")
     return client
 
 

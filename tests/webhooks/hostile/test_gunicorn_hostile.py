@@ -362,14 +362,14 @@ def test_hostile_paths_methods_content_types(web, endpoints):
 
 def test_hostile_api_queries_with_a_valid_token(web, endpoints):
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
+    from tests.accounts.factories import token_key_for
     from tests.webhooks.factories import WebhookEventFactory
 
     WebhookEventFactory.create_batch(3)
     user = User.objects.create_user(username="hostile-staff")
     user.groups.add(*Group.objects.all())
-    auth = [("Authorization", f"Token {Token.objects.create(user=user).key}")]
+    auth = [("Authorization", f"Token {token_key_for(user)}")]
     cases = [
         Case(f"api {path}", status, code, method=method, path=path, headers=auth, body=body)
         for method, path, status, code, body in [
