@@ -196,7 +196,8 @@ def sentry_before_breadcrumb(crumb, hint):
 def sentry_options() -> dict:
     """The hooks and privacy options `sentry_sdk.init` is given (settings and tests share them)."""
     return {
-        "send_default_pii": False,
+        # Not sending default PII is sentry-sdk's default (and `send_default_pii` is deprecated in 2.x);
+        # the hooks below scrub whatever an integration collects anyway.
         "include_local_variables": False,
         "include_source_context": False,
         "max_request_body_size": "never",

@@ -159,7 +159,9 @@ def test_caddy_terminates_tls_for_the_domain_buffers_requests_and_caps_bodies_ju
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
     directives = [line.strip() for line in caddyfile.splitlines() if line.strip() and not line.strip().startswith("#")]
 
-    assert directives[0] == "{$PAYHOOK_DOMAIN} {"  # a site address: automatic HTTPS for that name
+    assert "{$PAYHOOK_DOMAIN} {" in directives  # a site address: automatic HTTPS for that name
+    # Slow clients are cut off by Caddy's server timeouts (global options block, before the site).
+    assert directives[0] == "{" and "read_header 10s" in directives and "read_body 30s" in directives
     assert "reverse_proxy web:8000 {" in directives
     max_size = _size_bytes(next(d.split()[1] for d in directives if d.startswith("max_size ")))
     request_buffers = _size_bytes(next(d.split()[1] for d in directives if d.startswith("request_buffers ")))
@@ -171,6 +173,14 @@ def test_caddy_terminates_tls_for_the_domain_buffers_requests_and_caps_bodies_ju
     assert not any(d.startswith("flush_interval -") for d in directives)
     assert "header_up X-Forwarded-Proto {scheme}" in directives
     assert "respond @internal 404" in directives and "@internal path /metrics" in directives
+
+
+def test_gunicorn_believes_x_forwarded_for_only_from_the_compose_network_caddy_is_on():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    trusted = compose["x-env"]["WEBHOOK_TRUSTED_PROXIES"]
+    assert trusted == f"${{WEBHOOK_TRUSTED_PROXIES:-{subnet}}}"
+    assert "ports" not in compose["services"]["web"]  # reachable only through the proxy on that network
 
 
 # --- Dockerfile and .dockerignore ------------------------------------------------------------------
