@@ -54,5 +54,6 @@ class IsUserThemself(BasePermission):
         return not user.groups.filter(name=SERVICES).exists()
 
 
-# The API's schema and its Swagger UI: for the groups that hold API accounts (and superusers).
-ApiGroupMember = in_groups(OPERATORS, SUPPORT, SERVICES)
+# The API's root, schema and Swagger UI: for the people who use the API (and superusers). A `services`
+# token reads entitlements only, so it does not get the map of every other route either.
+ApiDocsReader = in_groups(OPERATORS, SUPPORT)

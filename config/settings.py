@@ -318,7 +318,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The map of the internal API (dead letters included) is for the API's groups, not the public
     # nor a buyer's account: /api/schema/ and /api/docs/ both.
-    "SERVE_PERMISSIONS": ["config.permissions.ApiGroupMember"],
+    "SERVE_PERMISSIONS": ["config.permissions.ApiDocsReader"],
     # Every operation documents its error answers too (400/401/403/404/429, 413/415 with a body).
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.error_responses_postprocess"],
     # /api/docs/ loads Swagger UI from our own static files (WhiteNoise), not from a CDN.
@@ -345,6 +345,9 @@ LOGGING = {
     "loggers": {
         # Django's request logger prints the request (path, and on 5xx the whole META) — keep it quiet.
         "django.request": {"level": "ERROR", "propagate": True},
+        # "Invalid HTTP_HOST header: '<what the client sent>'": a header value in the log, at every
+        # scanner's request; the client already got a JSON 400.
+        "django.security.DisallowedHost": {"level": "CRITICAL", "propagate": False},
         # Celery's own lines (task received/succeeded per message, beat's "Sending due task" every
         # few seconds) drown the one line per event and per problem that payhook logs itself.
         "celery": {"level": env.str("CELERY_INTERNAL_LOG_LEVEL", default="WARNING")},

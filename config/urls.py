@@ -4,14 +4,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
 
 from config.health import healthz, metrics, readyz
-from config.permissions import ApiGroupMember
+from config.permissions import ApiDocsReader
 from webhooks.apis import DeadLetterViewSet, EventViewSet
 
 
 class ApiRootView(APIRootView):
     """/api/v1/ lists the API's routes: for its groups, like the schema."""
 
-    permission_classes = [ApiGroupMember]
+    permission_classes = [ApiDocsReader]
 
 
 router = DefaultRouter(trailing_slash=True)

@@ -192,7 +192,9 @@ def _actor(user) -> str:
 
 
 def _note_clean(note: str | None) -> str:
-    note = (note or "").strip()
+    """The operator's note as kept on the dead letter: free text, so scrubbed of every detectable
+    shape (emails, cards, IBANs, phones, secrets) before it is stored, like its audit copy."""
+    note = redact_text((note or "").strip())
     if not note:
         raise NoteRequired("a note saying why is required")
     return note
@@ -308,7 +310,7 @@ def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> Dead
     row.status = DeadLetter.Status.REPLAYED
     row.acted_by = user
     row.acted_at = now
-    row.note = (note or "").strip()
+    row.note = redact_text((note or "").strip())
     row.save(update_fields=["status", "acted_by", "acted_at", "note"])
     _events_reset([row.event_id], now)
     _audit_append(

@@ -28,7 +28,7 @@ ROLES = ("anon", "user", "self", "oper", "supp", "serv", "super")
 # staff member's model permissions (asserted in each app's admin tests); never the login redirect.
 MATRIX = """
 name                       method   anon  user  self  oper  supp  serv  super
-api-root                   GET      401   403   -     200   200   200   200
+api-root                   GET      401   403   -     200   200   403   200
 event-list                 GET      401   403   -     200   200   403   200
 event-list                 POST     401   403   -     405   405   403   405
 event-detail               GET      401   403   -     200   200   403   200
@@ -45,8 +45,8 @@ notification-preferences   GET      401   403   200   200   200   403   200
 notification-preferences   PUT      401   403   200   403   200   403   200
 notification-preferences   DELETE   401   403   405   403   405   403   405
 audit-list                 GET      401   403   -     403   200   403   200
-schema                     GET      401   403   -     200   200   200   200
-api-docs                   GET      401   403   -     200   200   200   200
+schema                     GET      401   403   -     200   200   403   200
+api-docs                   GET      401   403   -     200   200   403   200
 metrics                    GET      200   200   -     200   200   200   200
 healthz                    GET      200   200   -     200   200   200   200
 readyz                     GET      200   200   -     200   200   200   200

@@ -1,6 +1,7 @@
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from django.conf import settings
@@ -18,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slug")
         parser.add_argument("event_type", help="e.g. checkout.session.completed")
-        parser.add_argument("--url", help="default: PUBLIC_BASE_URL/webhooks/SLUG/")
+        parser.add_argument("--url", help="the endpoint's URL, or the service's base URL (default: PUBLIC_BASE_URL)")
         parser.add_argument("--secret", help="sign with this secret (needed when the endpoint holds only whpk_ keys)")
 
     def handle(self, *args, slug, event_type, url=None, secret=None, **options):
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             event_id = f"msg_test_{int(time.time() * 1000)}"
         body = json.dumps(event).encode()
         headers = scheme.sign(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
-        url = url or f"{settings.PUBLIC_BASE_URL.rstrip('/')}/webhooks/{slug}/"
+        url = _endpoint_url(url or settings.PUBLIC_BASE_URL, slug)
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -53,3 +54,10 @@ class Command(BaseCommand):
         self.stdout.write(f"POST {url} {event_type} ({event_id}) -> {status} {answer}")
         if status >= 300:
             raise CommandError(f"the endpoint answered {status}")
+
+
+def _endpoint_url(url: str, slug: str) -> str:
+    """A base URL (`http://127.0.0.1:8000`, with or without a path of `/`) gets `/webhooks/SLUG/`."""
+    if urllib.parse.urlsplit(url).path in ("", "/"):
+        return f"{url.rstrip('/')}/webhooks/{slug}/"
+    return url
