@@ -2,30 +2,15 @@
 
 import base64
 import secrets
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
 
 from config import encryption
+from tests.webhooks.commands.webhook_endpoint_command import webhook_endpoint_error, webhook_endpoint_run
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import endpoint_secrets_decrypted
 
 pytestmark = pytest.mark.django_db
-
-
-def _run(*args) -> str:
-    out = StringIO()
-    call_command("webhook_endpoint", *args, stdout=out)
-    return out.getvalue()
-
-
-def _command_error(*args) -> str:
-    with pytest.raises(CommandError) as excinfo:
-        _run(*args)
-    message = str(excinfo.value)
-    assert "\n" not in message.strip()
-    return message
 
 
 def _standard_secret() -> str:
@@ -33,7 +18,7 @@ def _standard_secret() -> str:
 
 
 def test_create_makes_an_active_endpoint_with_its_first_secret(stripe_secret):
-    output = _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    output = webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
 
     endpoint = WebhookEndpoint.objects.get(slug="shop")
     assert endpoint.scheme == "stripe"
@@ -46,14 +31,14 @@ def test_create_makes_an_active_endpoint_with_its_first_secret(stripe_secret):
 def test_create_accepts_a_standard_endpoint_with_an_ed25519_public_key(ed25519_keys):
     _, public_key = ed25519_keys
 
-    _run("create", "acme", "--scheme", "standard", "--secret", public_key)
+    webhook_endpoint_run("create", "acme", "--scheme", "standard", "--secret", public_key)
 
     row = EndpointSecret.objects.get(endpoint__slug="acme")
     assert row.kind == EndpointSecret.Kind.ED25519_PUBLIC_KEY
 
 
 def test_the_secret_is_encrypted_at_rest(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
 
     row = EndpointSecret.objects.get(endpoint__slug="shop")
     stored = bytes(row.value_encrypted)
@@ -64,10 +49,10 @@ def test_the_secret_is_encrypted_at_rest(stripe_secret):
 
 
 def test_add_secret_keeps_the_old_secret_active_beside_the_new_one(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
     new_secret = f"whsec_{secrets.token_hex(16)}"
 
-    output = _run("add-secret", "shop", "--secret", new_secret)
+    output = webhook_endpoint_run("add-secret", "shop", "--secret", new_secret)
 
     active = endpoint_secrets_decrypted(endpoint=WebhookEndpoint.objects.get(slug="shop"))
     assert sorted(active) == sorted([stripe_secret, new_secret])
@@ -75,11 +60,11 @@ def test_add_secret_keeps_the_old_secret_active_beside_the_new_one(stripe_secret
 
 
 def test_remove_secret_deactivates_only_that_secret(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
     new_secret = f"whsec_{secrets.token_hex(16)}"
-    _run("add-secret", "shop", "--secret", new_secret)
+    webhook_endpoint_run("add-secret", "shop", "--secret", new_secret)
 
-    output = _run("remove-secret", "shop", "--secret", stripe_secret)
+    output = webhook_endpoint_run("remove-secret", "shop", "--secret", stripe_secret)
 
     assert endpoint_secrets_decrypted(endpoint=WebhookEndpoint.objects.get(slug="shop")) == [new_secret]
     assert stripe_secret not in output
@@ -87,11 +72,11 @@ def test_remove_secret_deactivates_only_that_secret(stripe_secret):
 
 def test_list_shows_endpoints_and_secret_fingerprints_but_never_a_secret(stripe_secret):
     standard_secret = _standard_secret()
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
-    _run("create", "acme", "--scheme", "standard", "--secret", standard_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "acme", "--scheme", "standard", "--secret", standard_secret)
     WebhookEndpoint.objects.filter(slug="acme").update(is_active=False)
 
-    output = _run("list")
+    output = webhook_endpoint_run("list")
 
     lines = output.splitlines()
     assert any(line.startswith("shop\tstripe\tactive") for line in lines)
@@ -104,22 +89,22 @@ def test_list_shows_endpoints_and_secret_fingerprints_but_never_a_secret(stripe_
 
 
 def test_list_says_so_when_there_are_no_endpoints():
-    assert _run("list").strip() == "no endpoints"
+    assert webhook_endpoint_run("list").strip() == "no endpoints"
 
 
 def test_an_unknown_slug_is_a_one_line_error(stripe_secret):
-    message = _command_error("add-secret", "nope", "--secret", stripe_secret)
+    message = webhook_endpoint_error("add-secret", "nope", "--secret", stripe_secret)
 
     assert "nope" in message
     assert stripe_secret not in message
 
 
 def test_removing_from_an_unknown_slug_is_a_one_line_error(stripe_secret):
-    _command_error("remove-secret", "nope", "--secret", stripe_secret)
+    webhook_endpoint_error("remove-secret", "nope", "--secret", stripe_secret)
 
 
 def test_an_unknown_scheme_is_a_one_line_error(stripe_secret):
-    message = _command_error("create", "shop", "--scheme", "paypal", "--secret", stripe_secret)
+    message = webhook_endpoint_error("create", "shop", "--scheme", "paypal", "--secret", stripe_secret)
 
     assert "paypal" in message
     assert not WebhookEndpoint.objects.exists()
@@ -137,7 +122,7 @@ def test_an_unknown_scheme_is_a_one_line_error(stripe_secret):
     ],
 )
 def test_a_secret_in_the_wrong_format_is_a_one_line_error_that_does_not_echo_it(scheme, secret):
-    message = _command_error("create", "shop", "--scheme", scheme, "--secret", secret)
+    message = webhook_endpoint_error("create", "shop", "--scheme", scheme, "--secret", secret)
 
     assert secret not in message
     assert not WebhookEndpoint.objects.exists()
@@ -145,39 +130,39 @@ def test_a_secret_in_the_wrong_format_is_a_one_line_error_that_does_not_echo_it(
 
 
 def test_adding_a_secret_in_the_wrong_format_leaves_the_endpoint_as_it_was(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
 
-    _command_error("add-secret", "shop", "--secret", "not-a-secret")
+    webhook_endpoint_error("add-secret", "shop", "--secret", "not-a-secret")
 
     assert EndpointSecret.objects.count() == 1
 
 
 def test_adding_a_secret_that_is_already_active_is_a_one_line_error(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
 
-    message = _command_error("add-secret", "shop", "--secret", stripe_secret)
+    message = webhook_endpoint_error("add-secret", "shop", "--secret", stripe_secret)
 
     assert stripe_secret not in message
     assert EndpointSecret.objects.count() == 1
 
 
 def test_creating_an_existing_slug_again_is_a_one_line_error(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
 
-    _command_error("create", "shop", "--scheme", "stripe", "--secret", f"whsec_{secrets.token_hex(16)}")
+    webhook_endpoint_error("create", "shop", "--scheme", "stripe", "--secret", f"whsec_{secrets.token_hex(16)}")
 
     assert EndpointSecret.objects.count() == 1
 
 
 def test_removing_a_secret_the_endpoint_does_not_have_is_a_one_line_error(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
     unknown = f"whsec_{secrets.token_hex(16)}"
 
-    message = _command_error("remove-secret", "shop", "--secret", unknown)
+    message = webhook_endpoint_error("remove-secret", "shop", "--secret", unknown)
 
     assert unknown not in message
     assert EndpointSecret.objects.count() == 1
 
 
 def test_a_missing_action_is_a_one_line_error():
-    _command_error()
+    webhook_endpoint_error()

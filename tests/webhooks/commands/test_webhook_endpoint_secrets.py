@@ -4,31 +4,16 @@ import io
 import secrets
 import sys
 from datetime import timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from tests.webhooks.commands.webhook_endpoint_command import webhook_endpoint_error, webhook_endpoint_run
 from webhooks.models import EndpointSecret, WebhookEndpoint
 from webhooks.services import endpoint_secrets_decrypted
 
 pytestmark = pytest.mark.django_db
-
-
-def _run(*args) -> str:
-    out = StringIO()
-    call_command("webhook_endpoint", *args, stdout=out)
-    return out.getvalue()
-
-
-def _command_error(*args) -> str:
-    with pytest.raises(CommandError) as excinfo:
-        _run(*args)
-    message = str(excinfo.value)
-    assert "\n" not in message.strip()
-    return message
 
 
 def _new_secret() -> str:
@@ -45,14 +30,14 @@ def stdin(monkeypatch):
 
 @pytest.fixture
 def shop(stripe_secret):
-    _run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
+    webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", stripe_secret)
     return WebhookEndpoint.objects.get(slug="shop")
 
 
 def test_create_reads_the_secret_from_standard_input(stdin, stripe_secret):
     stdin(stripe_secret.encode() + b"\n")
 
-    output = _run("create", "shop", "--scheme", "stripe", "--secret", "-")
+    output = webhook_endpoint_run("create", "shop", "--scheme", "stripe", "--secret", "-")
 
     assert endpoint_secrets_decrypted(endpoint=WebhookEndpoint.objects.get(slug="shop")) == [stripe_secret]
     assert stripe_secret not in output
@@ -63,17 +48,17 @@ def test_add_secret_reads_the_secret_from_a_file_without_its_trailing_newline(sh
     path = tmp_path / "secret"
     path.write_bytes(new.encode() + b"\r\n")
 
-    _run("add-secret", "shop", "--secret-file", str(path))
+    webhook_endpoint_run("add-secret", "shop", "--secret-file", str(path))
 
     assert sorted(endpoint_secrets_decrypted(endpoint=shop)) == sorted([stripe_secret, new])
 
 
 def test_remove_secret_reads_the_secret_from_standard_input(shop, stripe_secret, stdin):
     new = _new_secret()
-    _run("add-secret", "shop", "--secret", new)
+    webhook_endpoint_run("add-secret", "shop", "--secret", new)
     stdin(stripe_secret.encode())
 
-    output = _run("remove-secret", "shop", "--secret", "-")
+    output = webhook_endpoint_run("remove-secret", "shop", "--secret", "-")
 
     assert endpoint_secrets_decrypted(endpoint=shop) == [new]
     assert "removed secret" in output
@@ -86,7 +71,7 @@ def test_remove_secret_reads_the_secret_from_standard_input(shop, stripe_secret,
 def test_bad_standard_input_is_a_one_line_error_that_does_not_echo_it(shop, stdin, data, reason):
     stdin(data)
 
-    message = _command_error("add-secret", "shop", "--secret", "-")
+    message = webhook_endpoint_error("add-secret", "shop", "--secret", "-")
 
     assert reason in message
     assert "whsec_aaaa" not in message
@@ -94,7 +79,7 @@ def test_bad_standard_input_is_a_one_line_error_that_does_not_echo_it(shop, stdi
 
 
 def test_an_unreadable_secret_file_is_a_one_line_error(shop, tmp_path):
-    message = _command_error("add-secret", "shop", "--secret-file", str(tmp_path / "missing"))
+    message = webhook_endpoint_error("add-secret", "shop", "--secret-file", str(tmp_path / "missing"))
 
     assert "--secret-file" in message
 
@@ -103,7 +88,7 @@ def test_a_secret_file_with_an_invalid_secret_does_not_echo_it(shop, tmp_path):
     path = tmp_path / "secret"
     path.write_text("not-a-stripe-secret-value\n")
 
-    message = _command_error("add-secret", "shop", "--secret-file", str(path))
+    message = webhook_endpoint_error("add-secret", "shop", "--secret-file", str(path))
 
     assert "not-a-stripe-secret-value" not in message
 
@@ -112,14 +97,14 @@ def test_exactly_one_secret_source_is_required(shop, tmp_path, stripe_secret):
     path = tmp_path / "secret"
     path.write_text(_new_secret())
 
-    _command_error("add-secret", "shop")
-    _command_error("add-secret", "shop", "--secret", _new_secret(), "--secret-file", str(path))
+    webhook_endpoint_error("add-secret", "shop")
+    webhook_endpoint_error("add-secret", "shop", "--secret", _new_secret(), "--secret-file", str(path))
 
 
 def test_expire_others_in_rolls_the_secret(shop, stripe_secret):
     new = _new_secret()
 
-    output = _run("add-secret", "shop", "--secret", new, "--expire-others-in", "24h")
+    output = webhook_endpoint_run("add-secret", "shop", "--secret", new, "--expire-others-in", "24h")
 
     old_row = EndpointSecret.objects.filter(endpoint=shop).exclude(expires_at=None).get()
     assert timedelta(hours=23, minutes=59) < old_row.expires_at - timezone.now() <= timedelta(hours=24)
@@ -131,16 +116,16 @@ def test_expire_others_in_rolls_the_secret(shop, stripe_secret):
 
 
 def test_a_bad_duration_is_a_one_line_error_and_adds_nothing(shop):
-    message = _command_error("add-secret", "shop", "--secret", _new_secret(), "--expire-others-in", "tomorrow")
+    message = webhook_endpoint_error("add-secret", "shop", "--secret", _new_secret(), "--expire-others-in", "tomorrow")
 
     assert "duration" in message
     assert EndpointSecret.objects.filter(endpoint=shop).count() == 1
 
 
 def test_list_shows_each_secrets_fingerprint_kind_creation_and_expiry(shop, stripe_secret):
-    _run("add-secret", "shop", "--secret", _new_secret(), "--expire-others-in", "0")
+    webhook_endpoint_run("add-secret", "shop", "--secret", _new_secret(), "--expire-others-in", "0")
 
-    output = _run("list")
+    output = webhook_endpoint_run("list")
 
     secret_lines = [line for line in output.splitlines() if line.startswith("  ")]
     assert len(secret_lines) == 2
@@ -156,8 +141,8 @@ def test_list_shows_each_secrets_fingerprint_kind_creation_and_expiry(shop, stri
 
 def test_commands_audit_as_system(shop, stripe_secret):
     new = _new_secret()
-    _run("add-secret", "shop", "--secret", new)
-    _run("remove-secret", "shop", "--secret", stripe_secret)
+    webhook_endpoint_run("add-secret", "shop", "--secret", new)
+    webhook_endpoint_run("remove-secret", "shop", "--secret", stripe_secret)
 
     actions = list(AuditEntry.objects.order_by("id").values_list("action", "actor"))
     assert actions == [
@@ -167,11 +152,11 @@ def test_commands_audit_as_system(shop, stripe_secret):
 
 def test_after_a_blind_index_key_rotation_remove_secret_removes_the_right_row(shop, stripe_secret, settings):
     new = _new_secret()
-    _run("add-secret", "shop", "--secret", new)
+    webhook_endpoint_run("add-secret", "shop", "--secret", new)
     old_row = EndpointSecret.objects.get(endpoint=shop, fingerprint=EndpointSecret.objects.order_by("created_at").first().fingerprint)
     settings.BLIND_INDEX_KEY = "rotated-blind-index-key"
 
-    output = _run("remove-secret", "shop", "--secret", stripe_secret)
+    output = webhook_endpoint_run("remove-secret", "shop", "--secret", stripe_secret)
 
     assert not EndpointSecret.objects.filter(pk=old_row.pk).exists()
     assert endpoint_secrets_decrypted(endpoint=shop) == [new]
