@@ -3,10 +3,10 @@ lines may say.
 
 Behind the reverse proxy every attempt would come from the proxy's address and one attacker would
 lock everybody out; the address is therefore the one the webhook throttling trusts
-(WEBHOOK_TRUSTED_PROXIES, webhooks/throttling.client_address), so both limits agree on who a client is.
+(WEBHOOK_TRUSTED_PROXIES, config/client_address.py), so both limits agree on who a client is.
 """
 
-from webhooks.throttling import client_address
+from config.client_address import client_address
 
 
 def lockout_client_ip(request) -> str | None:

@@ -7,7 +7,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from accounts.throttling import anonymous_refusal_throttle_wait
+from config.api_throttling import anonymous_refusal_throttle_wait
 from config.exceptions import ApplicationError
 
 

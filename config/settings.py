@@ -303,7 +303,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Per token/user and, for anonymous requests, per address, counted in the default cache.
-    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.ApiUserThrottle", "accounts.throttling.ApiAnonThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.api_throttling.ApiUserThrottle", "config.api_throttling.ApiAnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="1000/min") or None,
         "anon": env.str("API_THROTTLE_ANON", default="60/min") or None,

@@ -26,8 +26,8 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 
+from config.client_address import Network, address_parse, client_address, networks_contains, networks_parse
 from webhooks import metrics
 from webhooks.exceptions import (
     ForbiddenSource,
@@ -41,9 +41,6 @@ from webhooks.models import WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])[a-z]*\s*$")
 _clock = time.time  # the windows' clock (tests pin it)
@@ -52,20 +49,6 @@ _SOURCES_MAX = 10_000
 
 
 # --- Addresses and allowlists ---------------------------------------------------------------------
-
-
-def _address(value: str | None) -> Address | None:
-    try:
-        address = ipaddress.ip_address((value or "").strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _contains(networks: tuple[Network, ...], address: Address | None) -> bool:
-    return address is not None and any(address in network for network in networks)
 
 
 def sources_parse(values) -> list[str]:
@@ -79,42 +62,6 @@ def sources_parse(values) -> list[str]:
         if str(network) not in parsed:
             parsed.append(str(network))
     return parsed
-
-
-@lru_cache(maxsize=8)
-def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
-
-
-def client_address(meta) -> str:
-    """The client's address: REMOTE_ADDR, unless that is a trusted proxy (WEBHOOK_TRUSTED_PROXIES).
-
-    Behind trusted proxies it is the right-most X-Forwarded-For entry that is not itself a trusted
-    proxy: entries left of it were written by the client and prove nothing.
-    """
-    remote = _address(meta.get("REMOTE_ADDR"))
-    proxies = _networks(tuple(settings.WEBHOOK_TRUSTED_PROXIES))
-    if remote is None or not _contains(proxies, remote):
-        return str(remote or "")
-    client = remote
-    for hop in reversed(meta.get("HTTP_X_FORWARDED_FOR", "").split(",")):
-        address = _address(hop)
-        if address is None:
-            break
-        client = address
-        if not _contains(proxies, address):
-            break
-    return str(client)
-
-
-@transaction.atomic
-def webhook_endpoint_sources_set(*, endpoint: WebhookEndpoint, allowed_sources: list[str]) -> WebhookEndpoint:
-    """Replace the endpoint's allowlist (empty: any address); other processes apply it within
-    WEBHOOK_SOURCES_CACHE_SECONDS."""
-    endpoint.allowed_sources = sources_parse(allowed_sources)
-    endpoint.save(update_fields=["allowed_sources"])
-    transaction.on_commit(sources_cache_clear)
-    return endpoint
 
 
 # --- The in-process endpoint cache (positive and negative) ----------------------------------------
@@ -138,7 +85,7 @@ def _source_load(slug: str) -> _Source:
     row = WebhookEndpoint.objects.filter(slug=slug, is_active=True).values_list("allowed_sources", flat=True).first()
     if len(_sources) >= _SOURCES_MAX:
         _sources.clear()
-    entry = _Source(row is not None, _networks(tuple(row or ())), time.monotonic())
+    entry = _Source(row is not None, networks_parse(tuple(row or ())), time.monotonic())
     _sources[slug] = entry
     return entry
 
@@ -193,9 +140,9 @@ def webhook_request_admit(*, slug: str, meta) -> None:
     seen the shared refusal counter reach the limit (`webhook_refusal_record`), so a verified
     delivery costs no cache round trip at all.
     """
-    client = _address(client_address(meta))
+    client = address_parse(client_address(meta))
     entry = _sources.get(slug)  # possibly stale: enough to know whether the client is allowlisted
-    allowlisted = entry is not None and _contains(entry.networks, client)
+    allowlisted = entry is not None and networks_contains(entry.networks, client)
     if not allowlisted:
         retry_after = _client_throttled_for(str(client))
         if retry_after:
@@ -206,7 +153,7 @@ def webhook_request_admit(*, slug: str, meta) -> None:
         entry = _source_load(slug)
     if not entry.exists:
         raise UnknownEndpoint("no active endpoint with this slug")
-    if entry.networks and not _contains(entry.networks, client):
+    if entry.networks and not networks_contains(entry.networks, client):
         _refused(slug, "forbidden_source")
         logger.warning("webhook refused: endpoint=%s reason=forbidden_source", slug)
         raise ForbiddenSource("this endpoint does not accept deliveries from this address")
@@ -229,7 +176,7 @@ def webhook_refusal_record(*, slug: str, meta, error: WebhookError) -> WebhookEr
     rate = rate_parse(settings.WEBHOOK_RATE_LIMIT_PER_CLIENT)
     if rate is None or isinstance(error, (RateLimited, IdempotencyConflict)) or not 400 <= error.status_code < 500:
         return error
-    client = str(_address(client_address(meta)))
+    client = str(address_parse(client_address(meta)))
     count, retry_after = _window(f"client:{client}", rate, hit=True)
     if count >= rate[0]:
         _client_throttle(client, retry_after)

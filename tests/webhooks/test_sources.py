@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from prometheus_client import REGISTRY
 
+from config.client_address import client_address
 from tests.conftest import as_client_headers, signed_headers
 from webhooks import samples, throttling
 from webhooks.models import WebhookEndpoint, WebhookEvent
@@ -101,7 +102,7 @@ def test_behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_client(g
 )
 def test_client_address(meta, proxies, expected, settings):
     settings.WEBHOOK_TRUSTED_PROXIES = proxies
-    assert throttling.client_address(meta) == expected
+    assert client_address(meta) == expected
 
 
 def _run(*args) -> str:

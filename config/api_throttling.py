@@ -7,7 +7,7 @@ X-Forwarded-For reading, which would let a client choose its address.
 
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
-from webhooks.throttling import client_address
+from config.client_address import client_address
 
 
 class _TrustedAddress:
