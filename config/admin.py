@@ -18,12 +18,15 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class ActionNoteForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-        max_length=2000,
-        help_text="Why. Kept for the next operator and in the audit log (scrubbed); do not paste customer data.",
+def note_field(*, help_text: str, required: bool = True) -> forms.CharField:
+    """An operator's note on a change: free text that lands (scrubbed) in the audit log."""
+    return forms.CharField(
+        required=required, max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 70}), help_text=help_text
     )
+
+
+class ActionNoteForm(forms.Form):
+    note = note_field(help_text="Why. Kept for the next operator and in the audit log (scrubbed); do not paste customer data.")
 
 
 def admin_action_with_note(

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from config.admin import ReadOnlyAdminMixin, admin_action_with_note
+from config.admin import ReadOnlyAdminMixin, admin_action_with_note, note_field
 from fulfillment.exceptions import FulfillmentError
 from fulfillment.models import Customer, Entitlement, Product, Subscription
 from fulfillment.services import (
@@ -25,10 +25,7 @@ def _actor(request) -> str:
 
 
 class ProductForm(forms.ModelForm):
-    note = forms.CharField(
-        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-        help_text="Why (kept in the audit log, scrubbed); do not paste customer data.",
-    )
+    note = note_field(required=False, help_text="Why (kept in the audit log, scrubbed); do not paste customer data.")
 
     class Meta:
         model = Product
@@ -81,10 +78,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 class CustomerForm(forms.ModelForm):
-    note = forms.CharField(
-        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
-        help_text="Required when the user changes: why the customer (and its entitlements) moves.",
-    )
+    note = note_field(required=False, help_text="Required when the user changes: why the customer (and its entitlements) moves.")
 
     class Meta:
         model = Customer
