@@ -11,11 +11,13 @@ import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
+from kombu.exceptions import ChannelError
 
 from audit.models import AuditAction
 from audit.services import audit_entry_append
@@ -435,6 +437,20 @@ def webhook_events_publish(*, event_ids: list) -> None:
         webhook_events_process.apply_async(args=[ids[start : start + batch_size]], retry=False)
 
 
+def _queue_empty() -> bool:
+    """True when the broker's queue holds no message (False when the broker cannot say)."""
+    try:
+        with current_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)  # never the default: retry forever
+            try:
+                return conn.default_channel.queue_declare(queue=settings.CELERY_TASK_DEFAULT_QUEUE, passive=True).message_count == 0
+            except ChannelError:  # Redis keeps no empty list: a queue never filled, or drained
+                return True
+    except Exception as exc:  # the broker is away: only the lost-message backstop applies
+        logger.warning("sweep could not read the queue length (%s)", type(exc).__name__)
+        return False
+
+
 def webhook_events_dispatch(*, limit: int = 1000) -> int:
     """The sweep, a safety net behind the outbox relay: republish what is stuck. Returns how many.
 
@@ -443,8 +459,12 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
     - events whose worker lease lapsed (the holder died: its message stays unacknowledged in the
       broker until the visibility timeout, an hour); the lease is cleared so each lapse is
       republished once, and the event can be claimed at once;
-    - unleased `received`/`processing`/`failed` events whose message must be lost (published more
-      than WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS ago: the broker lost it, or a retry's delay outlived it).
+    - when the queue is empty, unleased events whose message was due more than
+      WEBHOOK_REDISPATCH_AFTER_SECONDS ago: nothing waits in the queue, so the message was taken by a
+      worker that died before leasing it (a crash between delivery and lease, or a retry's delayed
+      message held by the dead worker), or the broker lost it;
+    - whatever the queue holds, unleased events whose message must be lost (due more than
+      WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS ago): the backstop while a backlog never drains.
     Rows a worker is processing right now are row-locked and skipped. A message sent twice is
     harmless: processing claims each event once and skips finished ones.
     """
@@ -452,15 +472,18 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
     grace = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_AFTER_SECONDS)
     lost = now - timedelta(seconds=settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS)
     Status = WebhookEvent.Status
+    waiting = Q(status__in=_LEASABLE)
     unpublished = Q(status=Status.RECEIVED, dispatched_at__isnull=True, received_at__lt=grace)
-    lease_lapsed = Q(status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__lt=now)
-    message_lost = Q(
-        status__in=[Status.RECEIVED, Status.PROCESSING, Status.FAILED], lease_expires_at__isnull=True, received_at__lt=lost
-    ) & (Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
+    lease_lapsed = waiting & Q(lease_expires_at__lt=now)
+    unleased = waiting & Q(lease_expires_at__isnull=True)
+    message_lost = unleased & Q(received_at__lt=lost) & (Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=lost))
+    stuck = unpublished | lease_lapsed | message_lost
+    if _queue_empty():
+        stuck |= unleased & Q(dispatched_at__lt=grace)
     with transaction.atomic():
         rows = list(
             WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(unpublished | lease_lapsed | message_lost)
+            .filter(stuck)
             .order_by("received_at")
             .values_list("id", "lease_expires_at")[:limit]
         )
@@ -646,6 +669,20 @@ def webhook_event_fail(*, event_id: str, exc: BaseException) -> None:
     """A transient failure: leave the event retryable and say why (type only: messages may hold data)."""
     WebhookEvent.objects.filter(id=event_id, status=WebhookEvent.Status.PROCESSING).update(
         status=WebhookEvent.Status.FAILED, last_error=type(exc).__name__, lease_holder="", lease_expires_at=None
+    )
+
+
+def webhook_event_retry_publish(*, event_id: str, delay: float) -> None:
+    """Publish one event again, to run `delay` seconds from now, and record when it is due.
+
+    A delayed message waits in the memory of the worker that took it, not in the queue; if that
+    worker dies, the sweep sees the event unleased after its due time and republishes it.
+    """
+    from webhooks.tasks import webhook_events_process
+
+    webhook_events_process.apply_async(args=[[str(event_id)]], countdown=delay)
+    WebhookEvent.objects.filter(id=event_id, status__in=_LEASABLE, lease_expires_at__isnull=True).update(
+        dispatched_at=timezone.now() + timedelta(seconds=delay)
     )
 
 

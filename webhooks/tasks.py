@@ -74,7 +74,10 @@ def _retry_later(event_id: str, exc: BaseException) -> None:
         return
     delay = retry_delay(attempts)
     logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
-    webhook_events_process.apply_async(args=[[event_id]], countdown=delay)
+    try:
+        services.webhook_event_retry_publish(event_id=event_id, delay=delay)
+    except TRANSIENT_ERRORS:
+        pass  # the sweep republishes the event once the queue is empty and its retry is overdue
 
 
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")

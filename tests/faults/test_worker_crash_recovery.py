@@ -58,8 +58,13 @@ def test_a_crashed_worker_s_events_are_reclaimed_within_seconds_with_production_
             last_kill = time.monotonic()
             workers.append(worker_start(fault_env, tmp_path / f"worker{round_}.log", concurrency=CONCURRENCY, name=f"w{round_}"))
         post_events(events[2 * CHUNK :])
-        wait_for(lambda: not WebhookEvent.objects.filter(status__in=UNFINISHED).exists(), timeout=150,
-                 message="every event processed after the last crash")
+        try:
+            wait_for(lambda: not WebhookEvent.objects.filter(status__in=UNFINISHED).exists(), timeout=150,
+                     message="every event processed after the last crash")
+        except AssertionError as exc:  # say which events were left, and in what state
+            left = list(WebhookEvent.objects.filter(status__in=UNFINISHED).values(
+                "id", "status", "attempts", "last_error", "lease_holder", "lease_expires_at", "dispatched_at"))
+            raise AssertionError(f"{exc}; left: {left}; kills: {kills}") from None
         recovered_after = time.monotonic() - last_kill
         wait_for(lambda: not Notification.objects.filter(status="queued").exists(), timeout=60,
                  message="queued receipts sent by the recovery task")

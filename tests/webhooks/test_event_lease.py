@@ -118,8 +118,9 @@ class TestSweep:
         _leased(LIVE_ELSEWHERE, 30, status="processing", received_at=long_ago, dispatched_at=long_ago)
         assert webhook_events_dispatch() == 0
 
-    def test_an_unleased_event_whose_message_was_lost_waits_for_the_lost_after_delay(self, broker_flushed, settings):
+    def test_behind_a_backlog_an_unleased_event_waits_for_the_lost_after_delay(self, broker_flushed, settings):
         settings.WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS = 600
+        broker_flushed.lpush(settings.CELERY_TASK_DEFAULT_QUEUE, b"{}")  # messages still wait in the queue
         recent, old = timezone.now() - timedelta(seconds=60), timezone.now() - timedelta(seconds=700)
         WebhookEventFactory(status="failed", received_at=recent, dispatched_at=recent)
         lost = WebhookEventFactory(status="failed", received_at=old, dispatched_at=old)
@@ -156,3 +157,47 @@ class TestTheProcessingTask:
         webhook_events_process([str(free.id), str(held_elsewhere.id)])
 
         assert processed == [str(free.id)]
+
+
+class TestSweepOfMessagesADeadWorkerTook:
+    """A worker that dies between taking a message and leasing its events, or while holding a retry's
+    delayed message, leaves them unleased with no message anywhere: once the queue is empty, the sweep
+    republishes them WEBHOOK_REDISPATCH_AFTER_SECONDS after their message was due."""
+
+    def test_with_the_queue_empty_an_unleased_event_overdue_by_the_grace_is_republished(self, broker_flushed, settings):
+        settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
+        overdue = timezone.now() - timedelta(seconds=31)
+        taken = WebhookEventFactory(status="received", dispatched_at=overdue)  # delivered, never leased
+        retry = WebhookEventFactory(status="failed", dispatched_at=overdue)  # its delayed message died
+        WebhookEventFactory(status="received", dispatched_at=timezone.now() - timedelta(seconds=5))  # just sent
+
+        assert webhook_events_dispatch() == 2
+        assert broker_flushed.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == 1
+        for event in (taken, retry):
+            event.refresh_from_db()
+            assert event.dispatched_at > overdue
+
+    def test_while_messages_wait_in_the_queue_it_waits_for_them(self, broker_flushed, settings):
+        settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
+        WebhookEventFactory(status="received", dispatched_at=timezone.now() - timedelta(seconds=31))
+        broker_flushed.lpush(settings.CELERY_TASK_DEFAULT_QUEUE, b"{}")  # a backlog
+        assert webhook_events_dispatch() == 0
+
+    def test_a_scheduled_retry_is_due_only_after_its_delay(self, broker_flushed, settings):
+        settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
+        event = WebhookEventFactory(status="failed", dispatched_at=timezone.now() - timedelta(seconds=120))
+
+        services.webhook_event_retry_publish(event_id=str(event.id), delay=60)
+
+        event.refresh_from_db()
+        assert event.dispatched_at > timezone.now() + timedelta(seconds=55)
+        broker_flushed.delete(settings.CELERY_TASK_DEFAULT_QUEUE)  # a live worker holds the delayed message
+        assert webhook_events_dispatch() == 0
+
+    def test_a_broker_that_cannot_answer_leaves_only_the_backstop(self, settings, monkeypatch, caplog):
+        settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
+        WebhookEventFactory(status="received", dispatched_at=timezone.now() - timedelta(seconds=31))
+        monkeypatch.setattr(services, "current_app", None)  # any failure to reach the broker
+
+        assert webhook_events_dispatch() == 0
+        assert "sweep could not read the queue length (AttributeError)" in caplog.text
