@@ -44,10 +44,10 @@ def main() -> int:
 
     from bench.ingest import Bodies, requests_sign  # noqa: F401  (same bodies as the load test)
     from config import encryption
+    from providers import scheme_get
+    from providers.base import SigningKey, hmac_sha256, json_object_parse
     from webhooks import services
     from webhooks.models import uuid7
-    from webhooks.schemes import scheme_get
-    from webhooks.schemes.base import SigningKey, hmac_sha256, json_object_parse
     from webhooks.tasks import webhook_events_process
 
     scheme = scheme_get("stripe")

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 BODY_BYTES = 1024 * 1024
-CAP = 32  # webhooks.schemes.base.MAX_SIGNATURE_ENTRIES on the branch that adds it
+CAP = 32  # providers.base.MAX_SIGNATURE_ENTRIES on the branch that adds it
 
 
 def _v1a_entry() -> str:
@@ -70,7 +70,7 @@ def main() -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from webhooks.schemes import scheme_get
+    from providers import scheme_get
 
     public = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     keys = {

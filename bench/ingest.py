@@ -16,7 +16,7 @@ docs/benchmarks.md. What it does, in order:
 4. After every phase: every response 200 with the expected status, rows stored == accepted, and
    (payhook) every accepted event id reached the broker through the outbox relay (run after the phase).
 
-Bodies are unique, correctly signed ~2.5 KB Stripe events built from webhooks.samples, signed right
+Bodies are unique, correctly signed ~2.5 KB Stripe events built from providers.stripe.samples, signed right
 before each phase (so the Stripe timestamp stays inside the 300 s tolerance) and sent over a new
 loopback connection each (gunicorn's sync workers close the connection after every response).
 Results: a table on stdout and JSON under bench/results/ (gitignored).
@@ -48,8 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webhooks import samples  # noqa: E402  (stdlib only: no Django set-up needed)
 from bench.procstat import machine_busy, proc_children, proc_cpu_seconds  # noqa: E402
+from providers.stripe import samples  # noqa: E402  (stdlib only: no Django set-up needed)
 
 IDEAL_TABLE_SQL = """
 CREATE TABLE bench_ideal_event (
@@ -786,9 +786,9 @@ class Bench:
 # of its stack. Order matters: specific steps before the code that calls them.
 PROFILE_CATEGORIES = [
     ("Fernet encryption (body + headers)", ["cryptography/fernet.py", "(config/encryption.py"]),
-    ("content hash (canonical JSON + SHA-256)", ["content_hash (webhooks/schemes/base.py"]),
-    ("JSON parse", ["json_object_parse (webhooks/schemes/base.py"]),
-    ("HMAC verify + header parse", ["verify (webhooks/schemes/stripe.py"]),
+    ("content hash (canonical JSON + SHA-256)", ["content_hash (providers/base.py"]),
+    ("JSON parse", ["json_object_parse (providers/base.py"]),
+    ("HMAC verify + header parse", ["verify (providers/stripe/provider.py"]),
     ("DB health check (SELECT 1, CONN_HEALTH_CHECKS)", ["is_usable (django/db/backends"]),
     ("INSERT … ON CONFLICT (client side)", ["_event_insert (webhooks/services.py"]),
     ("Prometheus metrics", ["prometheus_client/"]),

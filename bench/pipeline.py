@@ -110,7 +110,7 @@ class Events:
     tests/fulfillment/stripe_events.py), each with the effects it must produce."""
 
     def __init__(self, users: list[tuple[int, str]], seed: int):
-        from webhooks import samples
+        from providers.stripe import samples
 
         self.samples = samples
         self.users = users  # (id, email)
@@ -368,9 +368,9 @@ class Bench:
 
     # -- storing a backlog in-process --
     def store_backlog(self, count: int, phase: str) -> dict:
-        from webhooks.services import webhook_event_receive
-
         from django.db import close_old_connections
+
+        from webhooks.services import webhook_event_receive
 
         items = [self.events.new(phase[:2]) for _ in range(count)]
         redeliveries = random.Random(self.args.seed + 1).sample(items, int(count * self.args.redelivery))
@@ -758,7 +758,7 @@ class Bench:
 
     def query_count(self) -> dict:
         """Round trips of one (warm) checkout event, in-process (same code as a worker), by statement kind."""
-        from django.db import connection, close_old_connections
+        from django.db import close_old_connections, connection
         from django.test.utils import CaptureQueriesContext
 
         from webhooks.services import webhook_event_process
@@ -861,7 +861,7 @@ PROFILE_CATEGORIES = [
      ["audit_entry_append (audit/services.py", "audit_entries_append (audit/services.py", "_entries_append_chained (audit/services.py",
       "audit_deferred (audit/services.py", "audit_entries_deferred (audit/services.py"]),
     ("Fernet decrypt/encrypt (body, buyer e-mail)", ["(config/encryption.py", "cryptography/fernet.py"]),
-    ("canonical build + jsonschema", ["canonical_events_build (fulfillment/canonical.py"]),
+    ("canonical build + jsonschema", ["canonical_events_build (canonical/envelope.py"]),
     ("customer upsert (user lookup, get_or_create FOR UPDATE)", ["customer_resolve (fulfillment/services.py"]),
     ("entitlement upserts (catalog lookup, revocation check, get_or_create)", ["entitlement_grant (fulfillment/services.py", "_entitlement_keys (fulfillment/services.py"]),
     ("notification rows (preferences, render, get_or_create)", ["notification_send (notifications/services.py"]),

@@ -5,10 +5,6 @@ class FulfillmentError(ApplicationError):
     """A permanent failure to fulfil an event: retrying cannot help; it becomes a dead letter."""
 
 
-class CanonicalEventInvalid(FulfillmentError):
-    code = "canonical_event_invalid"
-
-
 class PriceNotFound(FulfillmentError):
     code = "price_not_found"
 

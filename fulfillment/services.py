@@ -260,7 +260,7 @@ def customer_user_link(*, customer: Customer, user, actor: str, note: str = "", 
 @transaction.atomic
 def customers_link_user(*, user) -> int:
     """Move entitlements held by customers without a user to `user`, matched by email hash."""
-    from webhooks.schemes.facts import email_hash
+    from canonical.facts import email_hash
 
     if not user.email:
         return 0
@@ -572,50 +572,3 @@ def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) 
             event_id=event_id, user=user, template="payment_failed", category="billing",
             context={"amount": data.get("amount"), "currency": data.get("currency")},
         )
-
-
-# --- One stored event ---------------------------------------------------------------------------------
-
-
-def webhook_event_fulfil(*, event) -> str:
-    """Build the stored event's canonical events and apply them. Returns `processed` or `ignored`.
-
-    Runs inside the processing transaction: a failure anywhere rolls every effect of the event back.
-    """
-    import json
-
-    from fulfillment.canonical import canonical_events_build
-    from webhooks.models import WebhookEvent
-    from webhooks.services import webhook_event_body
-
-    payload = json.loads(webhook_event_body(event=event))
-    mismatch = _livemode_mismatch(endpoint=event.endpoint, payload=payload)
-    canonical_events = [] if mismatch else canonical_events_build(event=event, payload=payload)
-    provider = event.endpoint.scheme
-    audit_entry_append(
-        action="webhook.received",
-        event_id=event.id,
-        data={
-            "endpoint": event.endpoint.slug, "type": event.event_type, "provider_event_id": event.provider_event_id,
-            "canonical_types": [c["type"] for c in canonical_events],
-        },
-        dedup_key=f"webhook.received:{event.id}",
-    )
-    if not canonical_events:
-        data = {"type": event.event_type, **({"reason": "livemode_mismatch", "mode": event.endpoint.mode} if mismatch else {})}
-        audit_entry_append(action="event.ignored", event_id=event.id, data=data, dedup_key=f"event.ignored:{event.id}")
-        if mismatch:
-            logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, event.endpoint.mode)
-        return WebhookEvent.Status.IGNORED
-    for canonical in canonical_events:
-        canonical_event_fulfil(provider=provider, canonical=canonical, event_id=event.id)
-    return WebhookEvent.Status.PROCESSED
-
-
-def _livemode_mismatch(*, endpoint, payload: dict) -> bool:
-    """A Stripe event from the other mode: a test-mode event must never grant on a live endpoint.
-
-    Only a boolean `livemode` counts; an event without one is judged by its content as before.
-    """
-    livemode = payload.get("livemode") if endpoint.scheme == "stripe" else None
-    return isinstance(livemode, bool) and livemode != (endpoint.mode == "live")

@@ -8,12 +8,11 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, PrivateFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from providers import scheme_get
 from webhooks import services as webhook_services
 from webhooks import throttling
-from webhooks.schemes import scheme_get
-
 
 # Fixtures that start a process or a server of the test's own: a test using one is `integration`.
 PROCESS_FIXTURES = {"test_database_url", "worker_env", "fault_env", "celery_worker_process", "own_redis", "web_url",

@@ -13,16 +13,17 @@ from django.utils.timesince import timesince
 
 from config.admin import admin_action_with_note
 from config.permissions import OPERATORS
+from providers import scheme_choices, scheme_get
 from webhooks import deadletters
 from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
-from webhooks.schemes import scheme_choices, scheme_get
 from webhooks.services import (
     endpoint_secret_add,
     endpoint_secret_delete,
     secret_expiry_parse,
     webhook_endpoint_update,
     webhook_event_body,
+    webhook_event_canonical_events,
 )
 from webhooks.throttling import sources_parse
 
@@ -341,11 +342,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
         if not obj.event_id:
             return "not available (no stored event)"
         try:
-            from fulfillment.canonical import canonical_events_for_event
-        except ImportError:
-            return "not available"
-        try:
-            events = canonical_events_for_event(obj.event)
+            events = webhook_event_canonical_events(event=obj.event)
         except Exception as exc:
             # The event is dead-lettered, often because mapping it fails: the page must still render.
             logger.info("canonical events unavailable for dead letter %s: %s", obj.pk, type(exc).__name__)

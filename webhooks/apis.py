@@ -14,6 +14,7 @@ from config.permissions import OPERATORS, SUPPORT, in_groups
 from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
 from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.selectors import webhook_event_list
+from webhooks.services import webhook_event_canonical_events
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,8 @@ class EventDetailOutputSerializer(EventOutputSerializer):
         fields = [*EventOutputSerializer.Meta.fields, "canonical_events"]
 
     def get_canonical_events(self, event) -> list[dict] | None:
-        from fulfillment.canonical import canonical_events_for_event
-
         try:
-            return canonical_events_for_event(event)
+            return webhook_event_canonical_events(event=event)
         except (ApplicationError, ValueError):
             return None  # unreadable or invalid: the dead letter says why
         except Exception as exc:  # noqa: BLE001 - a signed payload of odd shapes must not make a read fail

@@ -1,8 +1,23 @@
-from config.exceptions import ApplicationError
+"""Refusals of the ingestion layer. The provider-level ones (signature, payload, secret) are defined in
+providers.exceptions and re-exported here, so a view catches every refusal as a WebhookError."""
 
+from providers.exceptions import (
+    InvalidPayload,
+    InvalidSecret,
+    InvalidSignature,
+    MalformedSignature,
+    MissingSignature,
+    SignatureError,
+    TimestampOutOfTolerance,
+    WebhookError,
+)
 
-class WebhookError(ApplicationError):
-    """A delivery payhook refuses; `code` is the contract's `error` value."""
+__all__ = [
+    "EndpointNotFound", "ForbiddenSource", "IdempotencyConflict", "InvalidPayload", "InvalidSecret", "InvalidSignature",
+    "InvalidSource", "MalformedBody", "MalformedSignature", "MissingSignature", "PayloadTooLarge", "RateLimited",
+    "SignatureError", "TimestampOutOfTolerance", "UnknownEndpoint", "WebhookError",
+]
+
 
 
 class UnknownEndpoint(WebhookError):
@@ -15,37 +30,16 @@ class PayloadTooLarge(WebhookError):
     status_code = 413
 
 
-class SignatureError(WebhookError):
-    """Base of the verification failures: nothing is stored for these."""
 
 
-class MissingSignature(SignatureError):
-    code = "missing_signature"
 
 
-class MalformedSignature(SignatureError):
-    code = "malformed_signature"
-
-
-class InvalidSignature(SignatureError):
-    code = "invalid_signature"
-
-
-class TimestampOutOfTolerance(SignatureError):
-    code = "timestamp_out_of_tolerance"
-
-
-class InvalidPayload(WebhookError):
-    code = "invalid_payload"
 
 
 class IdempotencyConflict(WebhookError):
     code = "idempotency_conflict"
     status_code = 409
 
-
-class InvalidSecret(WebhookError):
-    code = "invalid_secret"
 
 
 class EndpointNotFound(WebhookError):

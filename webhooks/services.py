@@ -20,10 +20,13 @@ from django.views.decorators.debug import sensitive_variables
 from kombu.exceptions import ChannelError
 
 from audit.models import AuditAction
-from audit.services import audit_entry_append
+from audit.services import audit_entries_deferred, audit_entry_append
+from canonical.envelope import canonical_events_build
 from config import encryption
 from config.db import row_insert_new_if_current
 from config.exceptions import ApplicationError
+from fulfillment.services import canonical_event_fulfil
+from providers import SCHEMES, SigningKey, VerifiedDelivery, scheme_get
 from webhooks import metrics
 from webhooks.exceptions import (
     EndpointNotFound,
@@ -35,7 +38,6 @@ from webhooks.exceptions import (
     WebhookError,
 )
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
-from webhooks.schemes import SCHEMES, SigningKey, VerifiedDelivery, scheme_get
 from webhooks.throttling import sources_cache_clear, sources_parse
 
 logger = logging.getLogger(__name__)
@@ -632,9 +634,6 @@ def webhook_event_process(*, event_id: str) -> str | None:
     Raises TransientError-class exceptions (database, broker) for the task to retry; permanent
     failures (ApplicationError with permanent=True) and poison events become dead letters here.
     """
-    from audit.services import audit_entries_deferred
-    from fulfillment.services import webhook_event_fulfil
-
     attempts = _attempt_claim(event_id)
     if attempts is None:
         return None
@@ -663,6 +662,49 @@ def webhook_event_process(*, event_id: str) -> str | None:
         if not exc.permanent:
             raise
         return _dead_letter(event_id, exc, attempts)
+
+
+# --- Fulfilling one stored event: provider payload -> canonical events -> consumers -----------------
+
+
+def webhook_event_canonical_events(*, event: WebhookEvent, payload: dict | None = None) -> list[dict]:
+    """The canonical events of a stored event, built from its stored bytes by its provider's adapter.
+
+    Deterministic: what the admin and the API show is what fulfilment consumed.
+    """
+    if payload is None:
+        payload = json.loads(webhook_event_body(event=event))
+    facts = scheme_get(event.endpoint.scheme).facts(payload, provider_event_id=event.provider_event_id)
+    return canonical_events_build(
+        facts, idempotency_key=event.idempotency_key, source=f"/webhooks/{event.endpoint.slug}", correlation_id=str(event.id)
+    )
+
+
+def webhook_event_fulfil(*, event: WebhookEvent) -> str:
+    """Build the stored event's canonical events and hand each to fulfilment. Returns `processed` or
+    `ignored`. Runs inside the processing transaction: a failure anywhere rolls every effect back."""
+    payload = json.loads(webhook_event_body(event=event))
+    endpoint = event.endpoint
+    mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
+    canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
+    audit_entry_append(
+        action="webhook.received",
+        event_id=event.id,
+        data={
+            "endpoint": endpoint.slug, "type": event.event_type, "provider_event_id": event.provider_event_id,
+            "canonical_types": [c["type"] for c in canonical_events],
+        },
+        dedup_key=f"webhook.received:{event.id}",
+    )
+    if not canonical_events:
+        data = {"type": event.event_type, **({"reason": "livemode_mismatch", "mode": endpoint.mode} if mismatch else {})}
+        audit_entry_append(action="event.ignored", event_id=event.id, data=data, dedup_key=f"event.ignored:{event.id}")
+        if mismatch:
+            logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, endpoint.mode)
+        return WebhookEvent.Status.IGNORED
+    for canonical in canonical_events:
+        canonical_event_fulfil(provider=endpoint.scheme, canonical=canonical, event_id=event.id)
+    return WebhookEvent.Status.PROCESSED
 
 
 def webhook_event_fail(*, event_id: str, exc: BaseException) -> None:

@@ -31,7 +31,7 @@ def test_readyz_answers_503_when_the_broker_is_unreachable(client, settings):
 
 @pytest.mark.django_db
 def test_metrics_are_prometheus_text_with_the_ingestion_counters(client, stripe_endpoint, post_stripe):
-    from webhooks import samples
+    from providers.stripe import samples
 
     post_stripe(samples.stripe_event("invoice.paid"))
     response = client.get("/metrics")

@@ -1,12 +1,12 @@
 """Realistic Stripe events for fulfilment tests, built on Stripe's published example objects.
 
-Each builder takes the published object (webhooks/samples, a copy of shared/fixtures) and sets only
+Each builder takes the published object (providers/stripe/samples.py, a copy of shared/fixtures) and sets only
 the ids, customer, metadata, prices and times a scenario needs. `shape="legacy"` produces the
 pre-2025 API shape where it differs (invoice.subscription / payment_intent / line.price,
 subscription.current_period_end).
 """
 
-from webhooks import samples
+from providers.stripe import samples
 
 
 def _event(event_type: str, obj: dict, created: int, event_id: str | None = None) -> dict:

@@ -101,7 +101,7 @@ class TestServices:
         assert entry.data["note"] == "she wrote from [email]"
 
     def test_matching_guests_to_a_new_user_by_email_is_audited_as_the_system(self, bob):
-        from webhooks.schemes.facts import email_hash
+        from canonical.facts import email_hash
 
         guest = Customer.objects.create(provider="stripe", key="email:x", email_hash=email_hash("BOB@example.com"))
 

@@ -126,7 +126,7 @@ def test_price_missing_from_the_catalog_dead_letters_the_event_saying_so(catalog
 
 
 def test_unfulfilled_event_types_are_ignored(catalog, deliver):
-    from webhooks import samples
+    from providers.stripe import samples
 
     _, status = deliver(samples.stripe_event("customer.created"))
 
@@ -135,6 +135,7 @@ def test_unfulfilled_event_types_are_ignored(catalog, deliver):
 
 def test_events_api_detail_shows_the_canonical_events_without_personal_data(catalog, alice, deliver, client, django_user_model):
     from django.contrib.auth.models import Group
+
     from tests.accounts.factories import token_key_for
 
     event_id, _ = deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id,

@@ -68,7 +68,7 @@ def test_an_ignored_mismatch_stays_ignored_on_redelivery_and_replay(catalog, ali
 
 
 def test_an_ignored_event_without_a_mismatch_carries_no_reason(catalog, deliver):
-    from webhooks import samples
+    from providers.stripe import samples
 
     event_id, status = deliver(samples.stripe_event("customer.created"))
 
@@ -77,7 +77,7 @@ def test_an_ignored_event_without_a_mismatch_carries_no_reason(catalog, deliver)
 
 
 def test_send_test_webhook_samples_match_the_endpoint_mode():
-    from webhooks import samples
+    from providers.stripe import samples
 
     assert samples.stripe_trigger_event("invoice.paid")["livemode"] is True
     assert samples.stripe_trigger_event("invoice.paid", livemode=False)["livemode"] is False

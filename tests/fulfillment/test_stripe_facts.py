@@ -5,11 +5,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from canonical.envelope import known_types
+from canonical.facts import email_hash
 from config import encryption
-from fulfillment.canonical import known_types
+from providers.stripe.facts import stripe_facts
 from tests.fulfillment import stripe_events as se
-from webhooks.schemes.facts import email_hash
-from webhooks.schemes.stripe_facts import stripe_facts
 
 T = 1_780_000_000
 
@@ -115,7 +115,7 @@ def test_payment_failed():
 
 
 def test_other_event_types_have_no_facts():
-    from webhooks import samples
+    from providers.stripe import samples
 
     assert stripe_facts(samples.stripe_event("customer.created")) == []
     assert stripe_facts(samples.stripe_event("product.updated")) == []

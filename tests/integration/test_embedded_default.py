@@ -15,9 +15,9 @@ import time
 import pytest
 import requests
 
+from providers import scheme_get
+from providers.stripe import samples
 from tests.support.processes import BIN, ROOT, Process, free_port, wait_for
-from webhooks import samples
-from webhooks.schemes import scheme_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

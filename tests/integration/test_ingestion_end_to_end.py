@@ -9,9 +9,9 @@ import requests
 from django.conf import settings
 
 from fulfillment.services import catalog_import
+from providers.stripe import samples
 from tests.conftest import signed_headers
 from tests.support.processes import wait_for, web_start
-from webhooks import samples
 from webhooks.models import WebhookEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -12,10 +12,10 @@ import requests
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
+from providers.stripe import samples
 from tests.conftest import signed_headers
 from tests.support.processes import free_port, process_env, wait_for, web_start, worker_start
 from tests.support.tcp_proxy import TcpProxy
-from webhooks import samples
 from webhooks.models import WebhookEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -11,9 +11,9 @@ import django
 
 from config.celery_app import app  # noqa: F401  (the app this module stands in for)
 
-django.setup()  # models must be loadable before the patch below imports fulfilment
+django.setup()  # models must be loadable before the patch below imports the services
 
-from fulfillment import services  # noqa: E402
+from webhooks import services  # noqa: E402
 
 _fulfil = services.webhook_event_fulfil
 

@@ -5,9 +5,9 @@ import factory
 from django.utils import timezone
 
 from config import encryption
-from webhooks import samples
+from providers import scheme_get
+from providers.stripe import samples
 from webhooks.models import WebhookEndpoint, WebhookEvent
-from webhooks.schemes import scheme_get
 
 
 class WebhookEndpointFactory(factory.django.DjangoModelFactory):

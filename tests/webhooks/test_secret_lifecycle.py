@@ -17,8 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from providers.stripe import samples
 from tests.conftest import post_json, signed_headers
-from webhooks import samples
 from webhooks import services as webhook_services
 from webhooks.admin import WebhookEndpointAdmin
 from webhooks.exceptions import InvalidSecret, InvalidSignature, UnknownEndpoint

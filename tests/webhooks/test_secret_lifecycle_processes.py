@@ -12,9 +12,9 @@ import requests
 from django.core.management import call_command
 from django.db import connection
 
+from providers.stripe import samples
 from tests.conftest import signed_headers
 from tests.support.processes import web_start
-from webhooks import samples
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,10 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.webhooks.factories import WebhookEndpointFactory, WebhookEventFactory
-from webhooks import samples
-from webhooks.models import WebhookEvent
+from providers.stripe import samples
 from tests.accounts.factories import token_key_for
+from tests.webhooks.factories import WebhookEndpointFactory, WebhookEventFactory
+from webhooks.models import WebhookEvent
 
 pytestmark = pytest.mark.django_db
 

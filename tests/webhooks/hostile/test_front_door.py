@@ -6,12 +6,12 @@ import time
 import pytest
 from django.test import Client
 
+from providers import base as scheme_base
+from providers.standard import provider as standard_module
+from providers.stripe import provider as stripe_module
 from tests.conftest import as_client_headers, post_json, signed_headers
 from tests.webhooks.hostile.bodies import HOSTILE_BODIES, STANDARD_ACCEPTS, valid_event
 from webhooks.models import WebhookEvent
-from webhooks.schemes import base as scheme_base
-from webhooks.schemes import standard as standard_module
-from webhooks.schemes import stripe as stripe_module
 
 pytestmark = pytest.mark.django_db
 

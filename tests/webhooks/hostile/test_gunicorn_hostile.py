@@ -21,11 +21,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from providers import scheme_get
+from providers.base import MAX_SIGNATURE_ENTRIES
 from tests.support.processes import process_env, web_start
 from tests.webhooks.hostile.bodies import HOSTILE_BODIES, STANDARD_ACCEPTS, valid_event
 from webhooks.models import WebhookEvent
-from webhooks.schemes import scheme_get
-from webhooks.schemes.base import MAX_SIGNATURE_ENTRIES
 from webhooks.services import webhook_endpoint_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -6,10 +6,11 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhooks.exceptions import InvalidPayload, SignatureError
-from webhooks.schemes import standard, stripe
 from config.strict_json import MAX_JSON_DEPTH
-from webhooks.schemes.base import json_strict_loads
+from providers.standard import provider as standard
+from providers.stripe import provider as stripe
+from providers.base import json_strict_loads
+from webhooks.exceptions import InvalidPayload, SignatureError
 
 KEYS_STRIPE = [stripe.scheme.secret_parse("whsec_" + "a" * 32)]
 KEYS_STANDARD = [standard.scheme.secret_parse("whsec_" + "A" * 44)]

@@ -14,9 +14,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from webhooks import samples
+from providers import scheme_get
+from providers.standard import samples as standard_samples
+from providers.stripe import samples
 from webhooks.exceptions import InvalidPayload, InvalidSignature, MalformedSignature, MissingSignature, TimestampOutOfTolerance
-from webhooks.schemes import scheme_get
 
 SECRET_BYTES = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(SECRET_BYTES).decode()
@@ -35,7 +36,7 @@ scheme = scheme_get("standard")
 
 def _payload(event_type: str = "invoice.paid") -> str:
     """A Standard Webhooks envelope carrying Stripe's published invoice object."""
-    return json.dumps(samples.standard_event(event_type, samples.stripe_object("invoice")))
+    return json.dumps(standard_samples.standard_event(event_type, samples.stripe_object("invoice")))
 
 
 def _official_signature(payload: str, *, secret: str = SECRET, msg_id: str = MSG_ID, timestamp: int = NOW) -> str:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from webhooks import samples
+from providers import scheme_get
+from providers.stripe import samples
 from webhooks.exceptions import InvalidPayload, InvalidSignature, MalformedSignature, MissingSignature, TimestampOutOfTolerance
-from webhooks.schemes import scheme_get
 
 SECRET = "whsec_" + "5f" * 16
 OTHER_SECRET = "whsec_" + "a1" * 16

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import pytest
 import time_machine
 
+from providers.standard import samples as standard_samples
+from providers.stripe import samples
 from tests.conftest import post_json, signed_headers
-from webhooks import samples
 from webhooks.models import WebhookEndpoint, WebhookEvent
 from webhooks.services import endpoint_secret_add, endpoint_secret_remove, webhook_event_body, webhook_event_headers
 
@@ -36,7 +37,7 @@ class Provider:
         if self.scheme == "stripe":
             event = samples.stripe_event(event_type, obj, event_id=event_id)
             return event, event["id"]
-        return samples.standard_event(event_type, obj), event_id or f"msg_{secrets.token_hex(12)}"
+        return standard_samples.standard_event(event_type, obj), event_id or f"msg_{secrets.token_hex(12)}"
 
     def headers(self, body: bytes, event_id: str, *, secret: str | None = None, timestamp: int | None = None) -> dict:
         return signed_headers(self.scheme, secret or self.secret, body, event_id=event_id, timestamp=timestamp)

@@ -1,4 +1,3 @@
-import json
 import time
 import urllib.error
 import urllib.parse
@@ -7,9 +6,8 @@ import urllib.request
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from webhooks import samples
+from providers import scheme_get
 from webhooks.exceptions import WebhookError
-from webhooks.schemes import scheme_get
 from webhooks.services import endpoint_secrets_decrypted, webhook_endpoint_get
 
 
@@ -31,16 +29,10 @@ class Command(BaseCommand):
         secret = secret or next((s for s in endpoint_secrets_decrypted(endpoint=endpoint) if not s.startswith("whpk_")), None)
         if secret is None:
             raise CommandError("the endpoint has no signing secret, only public keys: pass --secret whsk_...")
-        if endpoint.scheme == "stripe":
-            try:
-                event = samples.stripe_trigger_event(event_type, livemode=endpoint.mode == "live")
-            except KeyError as exc:
-                raise CommandError(str(exc.args[0])) from None
-            event_id = event["id"]
-        else:
-            event = samples.standard_event(event_type)
-            event_id = f"msg_test_{int(time.time() * 1000)}"
-        body = json.dumps(event).encode()
+        try:
+            body, event_id = scheme.sample(event_type, mode=endpoint.mode)
+        except KeyError as exc:
+            raise CommandError(str(exc.args[0])) from None
         headers = scheme.sign(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
         url = _endpoint_url(url or settings.PUBLIC_BASE_URL, slug)
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})

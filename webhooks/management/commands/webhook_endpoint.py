@@ -3,9 +3,9 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from providers import SCHEMES
 from webhooks.exceptions import WebhookError
 from webhooks.models import WebhookEndpoint
-from webhooks.schemes import SCHEMES
 from webhooks.services import (
     endpoint_secret_add,
     endpoint_secret_remove,

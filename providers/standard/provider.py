@@ -7,14 +7,15 @@ space-separated `v1,<base64>` / `v1a,<base64>` entries, any of which may match. 
 
 import base64
 import binascii
+import json
+import time
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature as Ed25519InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.views.decorators.debug import sensitive_variables
 
-from webhooks.exceptions import InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
-from webhooks.schemes.base import (
+from providers.base import (
     MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
@@ -26,6 +27,8 @@ from webhooks.schemes.base import (
     timestamp_check,
     timestamp_parse,
 )
+from providers.exceptions import InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
+from providers.standard.samples import standard_event
 
 ID_HEADER = "webhook-id"
 TIMESTAMP_HEADER = "webhook-timestamp"
@@ -138,6 +141,9 @@ class StandardWebhooksScheme(Scheme):
             key = _b64decode(secret.removeprefix(SECRET_PREFIX))
             signature = "v1," + base64.b64encode(hmac_sha256(key, signed)).decode()
         return {ID_HEADER: event_id, TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: signature}
+
+    def sample(self, event_type, *, mode):
+        return json.dumps(standard_event(event_type)).encode(), f"msg_test_{int(time.time() * 1000)}"
 
 
 scheme = StandardWebhooksScheme()

@@ -10,7 +10,7 @@ from datetime import datetime
 from django.views.decorators.debug import sensitive_variables
 
 from config.strict_json import NotStrictJson, strict_json_loads
-from webhooks.exceptions import InvalidPayload, MalformedSignature, TimestampOutOfTolerance
+from providers.exceptions import InvalidPayload, MalformedSignature, TimestampOutOfTolerance
 
 # Bounds on what a request may make us do before its signature verifies. Real senders put one
 # signature per active secret (two or three while a secret rolls); 32 entries of either scheme fit
@@ -58,9 +58,23 @@ class Scheme:
         """The headers a provider would send; used by send_test_webhook, tests and benchmarks."""
         raise NotImplementedError
 
-    def facts(self, payload: dict) -> list:
-        """The canonical facts (webhooks.schemes.facts.Fact) of a verified payload; [] means ignored."""
+    def sample(self, event_type: str, *, mode: str) -> tuple[bytes, str]:
+        """A sample delivery of `event_type` for an endpoint in `mode`: (body, the id to sign with).
+        Raises KeyError naming the types it knows when it has no sample of that type."""
+        raise NotImplementedError
+
+    def facts(self, payload: dict, *, provider_event_id: str = "") -> list:
+        """The canonical facts (canonical.facts.Fact) of a stored payload; [] means ignored.
+
+        `provider_event_id` is the stored event's: a scheme that stores one event per item of a
+        delivery (Adyen) picks its item by it.
+        """
         return []
+
+    def mode_mismatch(self, payload: dict, *, mode: str) -> bool:
+        """True when the payload says it comes from the other mode (live/test) than the endpoint's:
+        it is stored and ignored, never fulfilled. Schemes that cannot tell answer False."""
+        return False
 
     def content_hash(self, payload: dict) -> str:
         content = {k: v for k, v in payload.items() if k not in self.volatile_fields}

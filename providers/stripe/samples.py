@@ -62,10 +62,6 @@ def stripe_event(
     return event
 
 
-def standard_event(event_type: str, data: dict | None = None) -> dict:
-    return {"type": event_type, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data or {}}
-
-
 SAMPLE_PRICE_ID = "price_1PgafmB7WZ01zgkW6dKueIc5"  # the price in Stripe's published examples
 
 

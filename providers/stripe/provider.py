@@ -4,12 +4,12 @@ The whole `whsec_...` string is the HMAC key. Several v1 values appear while Str
 any one matching any of our active secrets verifies.
 """
 
+import json
 from datetime import UTC, datetime
 
 from django.views.decorators.debug import sensitive_variables
 
-from webhooks.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
-from webhooks.schemes.base import (
+from providers.base import (
     MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
@@ -21,6 +21,9 @@ from webhooks.schemes.base import (
     timestamp_check,
     timestamp_parse,
 )
+from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
+from providers.stripe.facts import stripe_facts
+from providers.stripe.samples import stripe_trigger_event
 
 HEADER = "Stripe-Signature"
 MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
@@ -102,10 +105,17 @@ class StripeScheme(Scheme):
             used_headers={HEADER: header},
         )
 
-    def facts(self, payload):
-        from webhooks.schemes.stripe_facts import stripe_facts
-
+    def facts(self, payload, *, provider_event_id=""):
         return stripe_facts(payload)
+
+    def mode_mismatch(self, payload, *, mode):
+        # Only a boolean `livemode` counts; an event without one is judged by its content.
+        livemode = payload.get("livemode")
+        return isinstance(livemode, bool) and livemode != (mode == "live")
+
+    def sample(self, event_type, *, mode):
+        event = stripe_trigger_event(event_type, livemode=mode == "live")
+        return json.dumps(event).encode(), event["id"]
 
     @sensitive_variables("secret", "body", "signature")
     def sign(self, *, secret, body, timestamp, event_id):

@@ -1,6 +1,6 @@
 """Canonical events: CloudEvents 1.0 envelopes around the facts a scheme's adapter extracts.
 
-Each type's `data` is validated against its JSON Schema (fulfillment/schemas/<type>.json, draft
+Each type's `data` is validated against its JSON Schema (canonical/schemas/<type>.json, draft
 2020-12, additionalProperties false) when the event is built. A breaking change to a type is a new
 file with a new version, never an edit of a published one.
 """
@@ -12,9 +12,8 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from fulfillment.exceptions import CanonicalEventInvalid
-from webhooks.models import WebhookEvent
-from webhooks.schemes.facts import Fact
+from canonical.exceptions import CanonicalEventInvalid
+from canonical.facts import Fact
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 SCHEMA_BASE_URL = "https://payhook.invalid/schemas/"
@@ -35,41 +34,34 @@ def known_types() -> list[str]:
     return sorted(path.stem for path in SCHEMA_DIR.glob("*.json"))
 
 
-def canonical_event_build(*, fact: Fact, event: WebhookEvent, index: int, count: int) -> dict:
+def canonical_event_build(*, fact: Fact, idempotency_key: str, source: str, correlation_id: str, index: int, count: int) -> dict:
     errors = sorted(_validator(fact.type).iter_errors(fact.data), key=lambda error: list(error.path))
     if errors:
         # The path and validator name only: a message may quote the offending value.
         where = "/".join(str(part) for part in errors[0].path) or "(root)"
         raise CanonicalEventInvalid(f"{fact.type} data invalid at {where}: {errors[0].validator}")
     suffix = fact.suffix or (f"{index}" if count > 1 else "")
-    key = f"{event.idempotency_key}:{suffix}" if suffix else event.idempotency_key
+    key = f"{idempotency_key}:{suffix}" if suffix else idempotency_key
     return {
         "specversion": "1.0",
         "id": str(uuid.uuid5(_ID_NAMESPACE, key)),
-        "source": f"/webhooks/{event.endpoint.slug}",
+        "source": source,
         "type": fact.type,
         "subject": fact.subject,
         "time": fact.time.isoformat(),
         "datacontenttype": "application/json",
         "dataschema": f"{SCHEMA_BASE_URL}{fact.type}.json",
         "idempotencykey": key,
-        "correlationid": str(event.id),
+        "correlationid": correlation_id,
         "data": fact.data,
     }
 
 
-def canonical_events_build(*, event: WebhookEvent, payload: dict) -> list[dict]:
-    from webhooks.schemes import scheme_get
-
-    facts = scheme_get(event.endpoint.scheme).facts(payload)
-    return [canonical_event_build(fact=fact, event=event, index=i, count=len(facts)) for i, fact in enumerate(facts)]
-
-
-def canonical_events_for_event(event: WebhookEvent) -> list[dict]:
-    """For display (admin, API): the canonical events of a stored event, rebuilt from its payload.
-
-    Built deterministically from the stored bytes, so what is shown is what fulfilment consumed.
-    """
-    from webhooks.services import webhook_event_body
-
-    return canonical_events_build(event=event, payload=json.loads(webhook_event_body(event=event)))
+def canonical_events_build(facts: list[Fact], *, idempotency_key: str, source: str, correlation_id: str) -> list[dict]:
+    """The envelopes of one stored event's facts: `idempotency_key` is the stored event's, suffixed
+    where it yields several; `source` is `/webhooks/<slug>`; `correlation_id` the stored event's id."""
+    return [
+        canonical_event_build(fact=fact, idempotency_key=idempotency_key, source=source, correlation_id=correlation_id,
+                              index=i, count=len(facts))
+        for i, fact in enumerate(facts)
+    ]

@@ -1,16 +1,17 @@
-"""Signature scheme registry.
+"""The provider registry: scheme name -> the package that implements it.
 
-A new scheme joins by adding one module that exposes `scheme` (a `base.Scheme`) and one line here.
-Modules are imported on first use.
+A provider is one package (providers/<name>/) exposing `scheme`, a `providers.base.Scheme`: its
+signature check, its payload -> canonical facts mapping, its sample events and its signer. It joins
+with one line here. Packages are imported on first use.
 """
 
 import importlib
 
-from webhooks.schemes.base import Scheme, SigningKey, VerifiedDelivery
+from providers.base import Scheme, SigningKey, VerifiedDelivery
 
 SCHEMES = {
-    "stripe": "webhooks.schemes.stripe",
-    "standard": "webhooks.schemes.standard",
+    "stripe": "providers.stripe",
+    "standard": "providers.standard",
 }
 
 _loaded: dict[str, Scheme] = {}

@@ -8,7 +8,7 @@ need no effect map to no facts and end `ignored`.
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from webhooks.schemes.facts import Fact, buyer, timestamp_iso
+from canonical.facts import Fact, buyer, timestamp_iso
 
 ACTIVE_SUBSCRIPTION = {"active", "trialing"}
 ENDED_SUBSCRIPTION = {"canceled", "unpaid", "incomplete_expired", "paused"}

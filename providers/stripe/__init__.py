@@ -1,0 +1,6 @@
+"""Stripe: `Stripe-Signature` check (scheme), payload -> canonical facts (facts), sample events built
+on Stripe's published objects (samples)."""
+
+from providers.stripe.provider import scheme
+
+__all__ = ["scheme"]
