@@ -54,6 +54,17 @@ class Scheme:
         """Verify `body` as received; return the delivery or raise a SignatureError/InvalidPayload."""
         raise NotImplementedError
 
+    def verify_all(
+        self, *, headers: Mapping[str, str], body: bytes, keys: Sequence[SigningKey], tolerance: int, now: float
+    ) -> list[VerifiedDelivery]:
+        """Every event one request delivers: one for most providers; a scheme whose requests carry
+        several events (Adyen's notification items) overrides this, and each is stored on its own.
+        All-or-nothing: if any part fails verification, nothing is stored."""
+        return [self.verify(headers=headers, body=body, keys=keys, tolerance=tolerance, now=now)]
+
+    # The body of a 2xx answer when the provider expects its own (Adyen: `[accepted]`); None: JSON.
+    accepted_answer: bytes | None = None
+
     def sign(self, *, secret: str, body: bytes, timestamp: int, event_id: str) -> dict[str, str]:
         """The headers a provider would send; used by send_test_webhook, tests and benchmarks."""
         raise NotImplementedError

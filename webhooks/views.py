@@ -2,7 +2,7 @@ import logging
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
@@ -35,6 +35,8 @@ def webhook_receive(request, slug: str):
         # Never a 2xx that was not stored: the provider retries later.
         logger.error("webhook not stored, database unavailable: endpoint=%s error=%s", slug, type(exc).__name__)
         return JsonResponse({"error": "unavailable"}, status=503, headers={"Retry-After": "30"})
+    if result.answer is not None:  # the provider expects its own body (Adyen: `[accepted]`)
+        return HttpResponse(result.answer, content_type="text/plain; charset=utf-8")
     status = "accepted" if result.created else "duplicate"
     return JsonResponse({"status": status, "event_id": result.event_id})
 
