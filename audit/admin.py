@@ -2,9 +2,9 @@ import uuid
 
 from django.contrib import admin
 
-from config.admin import ReadOnlyAdminMixin
 from audit.models import AuditEntry
 from audit.selectors import audit_entry_filter_subject
+from config.admin import ReadOnlyAdminMixin
 
 
 @admin.register(AuditEntry)

@@ -5,8 +5,8 @@ from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
 from audit import chain
 from audit.exceptions import AuditChainBroken
-from audit.hashing import blind_index_candidates
 from audit.models import AuditChainHead, AuditEntry, AuditSubject
+from config.blind_index import blind_index_candidates
 
 
 def audit_entry_list() -> QuerySet[AuditEntry]:

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from audit import chain
 from audit.exceptions import AuditChainBroken, AuditError, InvalidAuditActor, UnknownAuditAction
-from audit.hashing import blind_index
 from audit.models import AuditAction, AuditChainHead, AuditEntry, AuditSubject
 from audit.redaction import audit_data_shape, redact_text
+from config.blind_index import blind_index
 
 _ACTOR = re.compile(r"^(?:system|[1-9][0-9]{0,18})$")
 

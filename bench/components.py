@@ -47,7 +47,7 @@ def main() -> int:
     from providers import scheme_get
     from providers.base import SigningKey, hmac_sha256, json_object_parse
     from webhooks import services
-    from webhooks.models import uuid7
+    from config.ids import uuid7
     from webhooks.tasks import webhook_events_process
 
     scheme = scheme_get("stripe")

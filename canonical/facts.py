@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from config import encryption
+from config.blind_index import blind_index
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,6 @@ class Fact:
 
 def email_hash(email: str) -> str:
     """Keyed hash of a normalised email (the blind index): links buyers without storing the address."""
-    from audit import blind_index
-
     return blind_index(email, kind="email")
 
 

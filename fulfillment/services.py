@@ -16,10 +16,12 @@ from django.utils.dateparse import parse_datetime
 
 from audit.redaction import redact_text
 from audit.services import audit_entry_append
+from canonical.facts import email_hash
 from config import encryption
 from config.db import rows_insert_new
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
+from notifications.services import notification_send
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +262,6 @@ def customer_user_link(*, customer: Customer, user, actor: str, note: str = "", 
 @transaction.atomic
 def customers_link_user(*, user) -> int:
     """Move entitlements held by customers without a user to `user`, matched by email hash."""
-    from canonical.facts import email_hash
-
     if not user.email:
         return 0
     customers = Customer.objects.select_for_update().filter(user__isnull=True, email_hash=email_hash(user.email)).order_by("pk")
@@ -537,8 +537,6 @@ def _latest_expiry(rows: list[Entitlement]) -> str | None:
 
 
 def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) -> None:
-    from notifications.services import notification_send
-
     customer = outcome.customer
     for action, rows in (("entitlement.granted", outcome.granted), ("entitlement.revoked", outcome.revoked)):
         for row in rows:

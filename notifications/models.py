@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from webhooks.models import uuid7
+from config.ids import uuid7
 
 
 class Channel(models.TextChoices):

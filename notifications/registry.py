@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.template.loader import get_template, render_to_string
 from django.template import TemplateDoesNotExist
+from django.template.loader import get_template, render_to_string
 from django.utils.dateparse import parse_datetime
 
 from notifications.exceptions import UnknownNotificationTemplate

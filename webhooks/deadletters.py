@@ -18,13 +18,16 @@ import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.redaction import redact_text
+from audit.services import audit_entries_append, audit_entry_append
 from config.exceptions import ApplicationError
 from webhooks.models import DeadLetter, WebhookEvent
+from webhooks.publishing import webhook_events_publish
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +98,11 @@ _CHAIN_DEPTH = 5
 def _error_message(exc: BaseException) -> str:
     if not isinstance(exc, ApplicationError):
         return WITHHELD_MESSAGE
-    from audit.redaction import redact_text
-
     return redact_text(str(exc.message))[:MESSAGE_MAX_CHARS]
 
 
 def _frame_file(filename: str) -> str:
     # Relative to the project or to site-packages: an absolute path can name a person's home.
-    from django.conf import settings
-
     filename = filename.replace("\\", "/")
     if not filename.startswith("/") and ":" not in filename:
         return filename  # already relative
@@ -147,33 +146,13 @@ def _args_safe(args) -> list:
 # --- Side channels: audit and Celery --------------------------------------------------------------------
 
 
-def _audit_append(**entry) -> None:
-    from audit.services import audit_entry_append
-
-    audit_entry_append(**entry)
-
-
-def _audit_append_many(entries: list[dict]) -> None:
-    """One audit entry per row; in one statement when the audit app offers a bulk append."""
-    from audit import services as audit_services
-
-    bulk = getattr(audit_services, "audit_entries_append", None)
-    if bulk is not None:
-        bulk(entries=entries)
-        return
-    for entry in entries:
-        audit_services.audit_entry_append(**entry)
-
-
 def _events_enqueue(event_ids: list[str]) -> None:
     """Publish the events for processing; runs after commit.
 
     A broker outage must not fail the operator's action after it committed: the events are
-    `received` with `dispatched_at` set, so the sweep republishes them once
-    WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS have passed.
+    `received` with `dispatched_at` set and unleased, so the sweep republishes them once the queue
+    is empty (or, behind a backlog, after WEBHOOK_REDISPATCH_LOST_AFTER_SECONDS).
     """
-    from webhooks.services import webhook_events_publish
-
     try:
         webhook_events_publish(event_ids=event_ids)
     except Exception as exc:  # broker down: the sweep is the fallback, see above
@@ -278,7 +257,7 @@ def dead_letter_record(
                     "last_failed_at",
                 ]
             )
-        _audit_append(
+        audit_entry_append(
             action="task.dead_lettered",
             event_id=str(row.event_id) if row.event_id else None,
             data={"task": task_name, "error_type": error_type, "attempts": row.attempts},
@@ -313,7 +292,7 @@ def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> Dead
     row.note = redact_text((note or "").strip())
     row.save(update_fields=["status", "acted_by", "acted_at", "note"])
     _events_reset([row.event_id], now)
-    _audit_append(
+    audit_entry_append(
         action="dlq.replayed",
         actor=_actor(user),
         event_id=str(row.event_id),
@@ -336,7 +315,7 @@ def _close(*, dead_letter: DeadLetter, user, note: str, status: str, action: str
         row.acted_at = timezone.now()
         row.note = note
         row.save(update_fields=["status", "acted_by", "acted_at", "note"])
-        _audit_append(
+        audit_entry_append(
             action=action,
             actor=_actor(user),
             event_id=str(row.event_id) if row.event_id else None,
@@ -384,8 +363,8 @@ def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> Bulk
             )
             event_ids = list(dict.fromkeys(str(row[1]) for row in rows))
             _events_reset(event_ids, now)
-            _audit_append_many(
-                [
+            audit_entries_append(
+                entries=[
                     {
                         "action": "dlq.replayed",
                         "actor": _actor(user),
@@ -416,8 +395,8 @@ def _close_bulk(*, queryset: QuerySet, user, note: str, status: str, action: str
             DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(
                 status=status, acted_by=user, acted_at=now, note=note
             )
-            _audit_append_many(
-                [
+            audit_entries_append(
+                entries=[
                     {
                         "action": action,
                         "actor": _actor(user),
@@ -464,8 +443,8 @@ def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin
             DeadLetter.objects.filter(event_id__in=event_ids, status=DeadLetter.Status.OPEN).update(
                 status=DeadLetter.Status.REPLAYED, acted_by=user, acted_at=now, note=f"event reprocessed ({via})"
             )
-            _audit_append_many(
-                [
+            audit_entries_append(
+                entries=[
                     {
                         "action": "event.reprocessed",
                         "actor": _actor(user),

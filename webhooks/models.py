@@ -1,18 +1,9 @@
-import os
-import time
-import uuid
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7): new rows land at the right edge of the index."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+from config.ids import uuid7  # noqa: F401  (early migrations name webhooks.models.uuid7)
 
 
 class WebhookEndpoint(models.Model):

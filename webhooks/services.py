@@ -28,6 +28,7 @@ from config.exceptions import ApplicationError
 from fulfillment.services import canonical_event_fulfil
 from providers import SCHEMES, SigningKey, VerifiedDelivery, scheme_get
 from webhooks import metrics
+from webhooks.deadletters import dead_letter_record
 from webhooks.exceptions import (
     EndpointNotFound,
     IdempotencyConflict,
@@ -39,6 +40,7 @@ from webhooks.exceptions import (
     WebhookError,
 )
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
+from webhooks.publishing import webhook_events_publish
 from webhooks.throttling import sources_cache_clear, sources_parse
 
 logger = logging.getLogger(__name__)
@@ -450,17 +452,6 @@ def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
 # --- Handing events to Celery ---------------------------------------------------------------------
 
 
-def webhook_events_publish(*, event_ids: list) -> None:
-    """Hand events to Celery, WEBHOOK_DISPATCH_BATCH_SIZE ids per message. Raises if the broker is
-    away (no retry loop here: each caller has its own fallback — the relay's rollback, the sweep)."""
-    from webhooks.tasks import webhook_events_process
-
-    ids = [str(event_id) for event_id in event_ids]
-    batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
-    for start in range(0, len(ids), batch_size):
-        webhook_events_process.apply_async(args=[ids[start : start + batch_size]], retry=False)
-
-
 def _queue_empty() -> bool:
     """True when the broker's queue holds no message (False when the broker cannot say)."""
     try:
@@ -736,19 +727,6 @@ def webhook_event_fail(*, event_id: str, exc: BaseException) -> None:
     )
 
 
-def webhook_event_retry_publish(*, event_id: str, delay: float) -> None:
-    """Publish one event again, to run `delay` seconds from now, and record when it is due.
-
-    A delayed message waits in the memory of the worker that took it, not in the queue; if that
-    worker dies, the sweep sees the event unleased after its due time and republishes it.
-    """
-    from webhooks.tasks import webhook_events_process
-
-    webhook_events_process.apply_async(args=[[str(event_id)]], countdown=delay)
-    WebhookEvent.objects.filter(id=event_id, status__in=_LEASABLE, lease_expires_at__isnull=True).update(
-        dispatched_at=timezone.now() + timedelta(seconds=delay)
-    )
-
 
 def webhook_event_attempts(*, event_id: str) -> int:
     return WebhookEvent.objects.values_list("attempts", flat=True).filter(id=event_id).first() or 0
@@ -759,8 +737,6 @@ def webhook_event_dead_letter(*, event_id: str, exc: BaseException) -> str:
 
 
 def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
-    from webhooks.deadletters import dead_letter_record
-
     logger.warning("event dead-lettered: event=%s error=%s attempts=%d", event_id, type(exc).__name__, attempts)
     dead_letter_record(
         task_name="webhooks.tasks.webhook_events_process",

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from webhooks import services
+from webhooks.publishing import webhook_event_retry_publish
+from webhooks.relay import OutboxRelay
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ def _retry_later(event_id: str, exc: BaseException) -> None:
     delay = retry_delay(attempts)
     logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
     try:
-        services.webhook_event_retry_publish(event_id=event_id, delay=delay)
+        webhook_event_retry_publish(event_id=event_id, delay=delay)
     except TRANSIENT_ERRORS:
         pass  # the sweep republishes the event once the queue is empty and its retry is overdue
 
@@ -94,8 +96,6 @@ def _outbox_relay_start(**kwargs) -> None:
     """Each worker's main process runs one outbox relay thread (webhooks/relay.py)."""
     global _relay
     if settings.WEBHOOK_RELAY_ENABLED and _relay is None:
-        from webhooks.relay import OutboxRelay
-
         _relay = OutboxRelay()
         _relay.start()
 

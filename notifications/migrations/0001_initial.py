@@ -2,9 +2,10 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import webhooks.models
 from django.conf import settings
 from django.db import migrations, models
+
+import webhooks.models
 
 
 class Migration(migrations.Migration):

@@ -4,11 +4,12 @@ import uuid
 import pytest
 from django.db import connection, connections
 
-from audit import blind_index, chain
+from audit import chain
 from audit.exceptions import AuditError, InvalidAuditActor, UnknownAuditAction, UnknownSubjectKind
 from audit.models import AuditChainHead, AuditEntry, AuditSubject
 from audit.selectors import audit_chain_verify
 from audit.services import audit_entry_append
+from config.blind_index import blind_index
 from tests.audit.pii import assert_no_pii, audit_table_texts
 
 

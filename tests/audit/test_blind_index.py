@@ -3,9 +3,8 @@ import hmac
 
 import pytest
 
-from audit import blind_index
 from audit.exceptions import UnknownSubjectKind
-from audit.hashing import blind_index_candidates
+from config.blind_index import blind_index, blind_index_candidates
 
 
 def test_it_is_an_hmac_sha256_under_the_blind_index_key(settings):

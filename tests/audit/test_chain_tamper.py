@@ -5,12 +5,11 @@ import hashlib
 import hmac
 import importlib
 import logging
-from io import StringIO
 
 import pytest
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 

@@ -11,10 +11,10 @@ from django.contrib.auth.models import Group, User
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from webhooks import services as webhook_services
-from webhooks.models import DeadLetter
 from tests.conftest import celery_queue
 from tests.deadletters.factories import dead_letter_create
+from webhooks import services as webhook_services
+from webhooks.models import DeadLetter
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
-from tests.webhooks.factories import WebhookEventFactory
 from tests.accounts.factories import token_key_for
+from tests.webhooks.factories import WebhookEventFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,9 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from tests.accounts.factories import token_key_for
 from tests.conftest import celery_queue
 from tests.deadletters.factories import staff_user_create
-from tests.accounts.factories import token_key_for
 
 
 @pytest.fixture
@@ -32,25 +32,22 @@ def token_client(user) -> APIClient:
 
 @pytest.fixture
 def audit_calls(monkeypatch):
-    """Every audit entry the code under test appends (the real audit app still receives them)."""
-    from audit import services as audit_services
+    """Every audit entry the dead-letter code appends (the real audit app still receives them)."""
+    from webhooks import deadletters
 
     calls: list[dict] = []
-    single = audit_services.audit_entry_append
+    single, bulk = deadletters.audit_entry_append, deadletters.audit_entries_append
 
     def append(**entry):
         calls.append(entry)
         return single(**entry)
 
-    monkeypatch.setattr(audit_services, "audit_entry_append", append)
-    bulk = getattr(audit_services, "audit_entries_append", None)
-    if bulk is not None:
+    def append_many(*, entries, **kwargs):
+        calls.extend(entries)
+        return bulk(entries=entries, **kwargs)
 
-        def append_many(*, entries, **kwargs):
-            calls.extend(entries)
-            return bulk(entries=entries, **kwargs)
-
-        monkeypatch.setattr(audit_services, "audit_entries_append", append_many)
+    monkeypatch.setattr(deadletters, "audit_entry_append", append)
+    monkeypatch.setattr(deadletters, "audit_entries_append", append_many)
     return calls
 
 

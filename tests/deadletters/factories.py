@@ -8,7 +8,8 @@ from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from config import encryption
-from webhooks.models import DeadLetter, WebhookEndpoint, WebhookEvent, uuid7
+from config.ids import uuid7
+from webhooks.models import DeadLetter, WebhookEndpoint, WebhookEvent
 
 _BODY = encryption.encrypt(json.dumps({"id": "evt_test", "object": "event"}).encode())
 _HEADERS = encryption.encrypt(b"{}")

@@ -1,8 +1,8 @@
 import pytest
 from django.urls import reverse
 
-from webhooks.models import DeadLetter, WebhookEvent
 from tests.deadletters.factories import dead_letter_create, event_create, staff_user_create
+from webhooks.models import DeadLetter, WebhookEvent
 
 CHANGELIST = "/admin/webhooks/deadletter/"
 

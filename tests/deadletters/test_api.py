@@ -4,9 +4,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from webhooks.models import DeadLetter, WebhookEvent
 from tests.deadletters.conftest import token_client
 from tests.deadletters.factories import dead_letter_create
+from webhooks.models import DeadLetter, WebhookEvent
 
 LIST = "/api/v1/dead-letters/"
 

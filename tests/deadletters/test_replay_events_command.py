@@ -6,8 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from webhooks.models import WebhookEvent
 from tests.deadletters.factories import dead_letter_create, event_create, events_create_many
+from webhooks.models import WebhookEvent
 
 TASK = "webhooks.tasks.webhook_events_process"
 

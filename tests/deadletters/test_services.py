@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEntry
-
+from tests.deadletters.factories import dead_letter_build, dead_letter_create, event_create
 from webhooks import deadletters
 from webhooks.deadletters import (
     DeadLetterClosed,
@@ -22,7 +22,6 @@ from webhooks.deadletters import (
 )
 from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.monitoring import dead_letters_watch
-from tests.deadletters.factories import dead_letter_build, dead_letter_create, event_create
 
 TASK = "webhooks.tasks.webhook_events_process"
 

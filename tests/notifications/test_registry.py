@@ -2,7 +2,12 @@ import datetime as dt
 
 import pytest
 
-from notifications.registry import NOTIFICATION_TEMPLATES, notification_context_clean, notification_render, notification_template_get
+from notifications.registry import (
+    NOTIFICATION_TEMPLATES,
+    notification_context_clean,
+    notification_render,
+    notification_template_get,
+)
 
 
 @pytest.mark.parametrize("name", sorted(NOTIFICATION_TEMPLATES))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from tests.webhooks.factories import WebhookEventFactory
 from webhooks import services
 from webhooks.models import WebhookEvent
+from webhooks.publishing import webhook_event_retry_publish
 from webhooks.services import _attempt_claim, lease_holder_name, webhook_events_dispatch, webhook_events_lease
 from webhooks.tasks import webhook_events_process
 
@@ -187,7 +188,7 @@ class TestSweepOfMessagesADeadWorkerTook:
         settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
         event = WebhookEventFactory(status="failed", dispatched_at=timezone.now() - timedelta(seconds=120))
 
-        services.webhook_event_retry_publish(event_id=str(event.id), delay=60)
+        webhook_event_retry_publish(event_id=str(event.id), delay=60)
 
         event.refresh_from_db()
         assert event.dispatched_at > timezone.now() + timedelta(seconds=55)

@@ -8,7 +8,6 @@ from tests.conftest import celery_queue
 from tests.webhooks.factories import WebhookEventFactory
 from webhooks.models import WebhookEvent
 from webhooks.relay import outbox_relay_once
-from webhooks.tasks import webhook_events_process
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +47,7 @@ def test_a_failed_publish_leaves_the_events_for_the_next_pass(monkeypatch, broke
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(webhook_events_process, "apply_async", broker_down)
+    monkeypatch.setattr("webhooks.relay.webhook_events_publish", broker_down)
     with pytest.raises(ConnectionRefusedError):
         outbox_relay_once()
 

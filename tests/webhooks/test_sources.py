@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY
 
 from config.client_address import client_address
 from providers.stripe import samples
-from webhooks import throttling
 from tests.conftest import as_client_headers, signed_headers
+from webhooks import throttling
 from webhooks.models import WebhookEndpoint, WebhookEvent
 
 pytestmark = pytest.mark.django_db

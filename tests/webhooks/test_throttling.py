@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 
 from providers.stripe import samples
-from webhooks import throttling
 from tests.conftest import as_client_headers, signed_headers
+from webhooks import throttling
 from webhooks.models import WebhookEvent
 
 # Half a minute into a window: a test never straddles two windows, and Retry-After is known.

@@ -11,7 +11,7 @@ from django.db import OperationalError
 
 from notifications import services as notification_services
 from notifications.models import Notification
-from notifications.services import notification_emails_deliver, notification_email_provider_event
+from notifications.services import notification_email_provider_event, notification_emails_deliver
 from tests.notifications.factories import NotificationFactory, UserFactory
 
 

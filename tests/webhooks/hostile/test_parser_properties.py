@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config.strict_json import MAX_JSON_DEPTH
+from providers.base import json_strict_loads
 from providers.standard import provider as standard
 from providers.stripe import provider as stripe
-from providers.base import json_strict_loads
 from webhooks.exceptions import InvalidPayload, SignatureError
 
 KEYS_STRIPE = [stripe.scheme.secret_parse("whsec_" + "a" * 32)]

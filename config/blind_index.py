@@ -14,7 +14,12 @@ import hmac
 
 from django.conf import settings
 
-from audit.exceptions import UnknownSubjectKind
+from config.exceptions import ApplicationError
+
+
+class UnknownSubjectKind(ApplicationError):
+    code = "unknown_subject_kind"
+
 
 # Kinds of identifier the audit log indexes. A fixed list, so a search (which does not know the
 # kind of its query) can try every kind; add a kind here before passing it as a subject.
