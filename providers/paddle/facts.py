@@ -223,7 +223,8 @@ HANDLERS: dict[str, Callable[[dict, datetime], list[Fact]]] = {
 
 def paddle_facts(payload: dict) -> list[Fact]:
     """The canonical facts of one Paddle event; [] for a type payhook does not fulfil."""
-    handler = HANDLERS.get(payload.get("event_type"))
+    event_type = payload.get("event_type")
+    handler = HANDLERS.get(event_type) if isinstance(event_type, str) else None  # a signed list is still not a type
     entity = payload.get("data")
     if handler is None or not isinstance(entity, dict) or not _str_id(entity.get("id")):
         return []

@@ -5,8 +5,12 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from paddle_billing.Notifications import PaddleSignature, Secret
 
+from canonical.envelope import canonical_events_build
 from providers import scheme_get
 from providers.base import MAX_SIGNATURE_ENTRIES, SigningKey
 from providers.exceptions import (
@@ -17,6 +21,7 @@ from providers.exceptions import (
     MissingSignature,
     TimestampOutOfTolerance,
 )
+from providers.paddle import facts as facts_module
 from providers.paddle import provider as paddle_module
 from providers.paddle import samples
 
@@ -307,3 +312,50 @@ def test_each_sample_has_a_fresh_paddle_shaped_event_id():
 
     assert id_1 != id_2 and id_1.startswith("evt_") and len(id_1) == 30
     assert json.loads(body_1)["event_id"] == id_1 and json.loads(body_2)["event_id"] == id_2
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+_paddle_like_bodies = st.fixed_dictionaries(
+    {}, optional={"event_id": _json_values, "event_type": _json_values, "occurred_at": _json_values, "data": _json_values}
+).map(lambda event: json.dumps(event).encode())
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=2048) | _paddle_like_bodies)
+def test_any_correctly_signed_body_verifies_or_is_an_invalid_payload_and_its_facts_never_raise(body):
+    header = _sdk_header(SECRET, NOW, body)
+
+    try:
+        delivery = _verify(header, body)
+    except InvalidPayload:
+        return
+    assert isinstance(delivery.provider_event_id, str) and 0 < len(delivery.provider_event_id) <= 255
+    assert scheme.facts(delivery.payload) == [] or delivery.payload.get("event_type") in facts_module.HANDLERS
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_single_byte_change_of_a_signed_body_is_an_invalid_signature(data):
+    body = _body("subscription.updated")
+    header = _sdk_header(SECRET, NOW, body)
+    position = data.draw(st.integers(min_value=0, max_value=len(body) - 1))
+    replacement = data.draw(st.integers(min_value=0, max_value=255).filter(lambda value: value != body[position]))
+
+    with pytest.raises(InvalidSignature):
+        _verify(header, body[:position] + bytes([replacement]) + body[position + 1 :])
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(st.sampled_from(["id", "items", "custom_data", "customer_id", "details", "status", "subscription_id",
+                                             "billing_period", "current_billing_period", "currency_code", "action",
+                                             "transaction_id", "totals", "type", "origin", "reason"]), _json_values),
+       event_type=st.sampled_from(sorted(facts_module.HANDLERS)))
+def test_the_facts_of_any_shaped_payload_build_valid_canonical_events_or_none(data, event_type):
+    data.setdefault("id", "txn_01hv8wptq8987qeep44cyrewp9")
+    event = {"event_id": "evt_1", "event_type": event_type, "occurred_at": "2026-01-01T00:00:00Z", "data": data}
+
+    canonical_events_build(scheme.facts(event), idempotency_key="k", source="/webhooks/x", correlation_id="c")
