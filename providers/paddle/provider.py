@@ -1,0 +1,118 @@
+"""Paddle Billing: `Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256 of "{ts}:{body}">[;h1=...]`.
+
+The whole notification destination secret (`pdl_ntfset_…`) is the HMAC key. Paddle sends several h1
+values while a secret rotates; any one matching any of our active secrets verifies. The event id
+is the payload's `event_id` (`evt_…`), its time `occurred_at` (RFC 3339).
+"""
+
+import json
+
+from django.views.decorators.debug import sensitive_variables
+
+from providers.base import (
+    MAX_SIGNATURE_ENTRIES,
+    Scheme,
+    SigningKey,
+    VerifiedDelivery,
+    any_mac_matches,
+    hmac_sha256,
+    json_object_parse,
+    timestamp_check,
+    timestamp_parse,
+)
+from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
+from providers.paddle.facts import paddle_facts, rfc3339_parse
+from providers.paddle.samples import paddle_trigger_event
+
+HEADER = "Paddle-Signature"
+SECRET_PREFIX = "pdl_ntfset_"
+MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
+
+
+def _header_parse(header: str) -> tuple[int, list[bytes]]:
+    # ts, the h1 entries and room for a future algorithm: anything longer is not from Paddle, and is
+    # refused before it is split.
+    if header.count(";") >= 2 * MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature("Paddle-Signature has too many items")
+    timestamp = None
+    signatures = set()
+    for item in header.split(";"):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise MalformedSignature("Paddle-Signature has an item without '='")
+        if key == "ts":
+            if timestamp is not None:
+                raise MalformedSignature("Paddle-Signature has more than one ts")
+            timestamp = timestamp_parse(value, name="Paddle-Signature ts")
+        elif key == "h1":
+            # Only a 32-byte HMAC-SHA256 in hex can match; anything else is skipped before any crypto,
+            # and one unreadable value must not hide a valid one beside it.
+            if len(value) != 64:
+                continue
+            try:
+                signatures.add(bytes.fromhex(value))
+            except ValueError:
+                continue
+    if len(signatures) > MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature("Paddle-Signature has too many h1 signatures")
+    if timestamp is None or not signatures:
+        raise MalformedSignature("Paddle-Signature needs ts and at least one h1")
+    return timestamp, list(signatures)
+
+
+class PaddleScheme(Scheme):
+    name = "paddle"
+    # A notification replayed from Paddle's dashboard or API is a new notification (ntf_…) of the
+    # same event (evt_…): the same content.
+    volatile_fields = frozenset({"notification_id"})
+
+    def secret_parse(self, secret: str) -> SigningKey:
+        if not secret.startswith(SECRET_PREFIX) or len(secret) < len(SECRET_PREFIX) + 16 or not secret.isascii():
+            raise InvalidSecret("a Paddle notification secret starts with pdl_ntfset_")
+        return SigningKey(kind="hmac", material=secret.encode())
+
+    @sensitive_variables("body", "keys", "signed", "macs", "payload")
+    def verify(self, *, headers, body, keys, tolerance, now):
+        header = headers.get(HEADER)
+        if not header:
+            raise MissingSignature("no Paddle-Signature header")
+        timestamp, signatures = _header_parse(header)
+        signed = str(timestamp).encode() + b":" + body
+        # One HMAC over the body per key, however many entries the header carries.
+        macs = [hmac_sha256(key.material, signed) for key in keys if key.kind == "hmac"]
+        if not any_mac_matches(macs, signatures):
+            raise InvalidSignature("no signature matches an active secret")
+        timestamp_check(timestamp, tolerance=tolerance, now=now)
+        payload = json_object_parse(body)
+        event_id = payload.get("event_id")
+        if not isinstance(event_id, str) or not event_id:
+            raise InvalidPayload("the payload has no event_id")
+        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
+            raise InvalidPayload("the payload's event_id is too long or holds a NUL character")
+        event_type = payload.get("event_type")
+        return VerifiedDelivery(
+            provider_event_id=event_id,
+            # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it.
+            event_type=(event_type if isinstance(event_type, str) else "").replace("\x00", "")[:128],
+            payload=payload,
+            provider_created_at=rfc3339_parse(payload.get("occurred_at")),
+            used_headers={HEADER: header},
+        )
+
+    def facts(self, payload, *, provider_event_id=""):
+        return paddle_facts(payload)
+
+    # mode_mismatch: Paddle's payloads do not say sandbox or live (the two are separate accounts
+    # with separate secrets), so the base class's False stands.
+
+    def sample(self, event_type, *, mode):
+        event = paddle_trigger_event(event_type)
+        return json.dumps(event).encode(), event["event_id"]
+
+    @sensitive_variables("secret", "body", "signature")
+    def sign(self, *, secret, body, timestamp, event_id):
+        signature = hmac_sha256(secret.encode(), str(timestamp).encode() + b":" + body).hex()
+        return {HEADER: f"ts={timestamp};h1={signature}"}
+
+
+scheme = PaddleScheme()
