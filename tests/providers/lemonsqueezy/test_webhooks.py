@@ -234,3 +234,17 @@ def test_the_order_created_sample_signed_by_our_signer_fulfils_the_sample_varian
     assert webhook_event_process(event_id=response.json()["event_id"]) == "processed"
     assert WebhookEvent.objects.get().provider_event_id == event_id
     assert _active_keys(customer="1") == {"sample"}
+
+
+def test_an_endpoint_is_created_from_the_command_line_and_a_blank_secret_refused(client):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    call_command("webhook_endpoint", "create", "ls-cli", "--scheme", "lemonsqueezy", "--secret", "cli-secret", stdout=StringIO())
+    with pytest.raises(CommandError):
+        call_command("webhook_endpoint", "create", "ls-blank", "--scheme", "lemonsqueezy", "--secret", "   ", stdout=StringIO())
+
+    body = json.dumps(ls.order()).encode()
+    response = post_json(client, "/webhooks/ls-cli/", body, {"X-Signature": lemon_squeezy_signature("cli-secret", body)})
+    assert response.json()["status"] == "accepted"
