@@ -13,6 +13,7 @@ SCHEMES = {
     "stripe": "providers.stripe",
     "standard": "providers.standard",
     "paddle": "providers.paddle",
+    "lemonsqueezy": "providers.lemonsqueezy",
 }
 
 _loaded: dict[str, Scheme] = {}
