@@ -204,10 +204,13 @@ WEBHOOK_SOURCES_CACHE_SECONDS = env.float("WEBHOOK_SOURCES_CACHE_SECONDS", defau
 # --- PayPal (providers/paypal) -----------------------------------------------------------------
 # A PayPal delivery names the certificate that verifies it; it is fetched only over https from these
 # exact hosts (host:port for another port), checked against this CA bundle (empty: the system's trust
-# store) and this certificate name, and cached per process.
+# store) and one of these certificate names (live, sandbox), and cached per process.
 PAYPAL_CERT_URL_HOSTS = env.list("PAYPAL_CERT_URL_HOSTS", default=["api.paypal.com", "api.sandbox.paypal.com"])
 PAYPAL_CERT_CA_BUNDLE = env.str("PAYPAL_CERT_CA_BUNDLE", default="")
-PAYPAL_CERT_SUBJECT_NAME = env.str("PAYPAL_CERT_SUBJECT_NAME", default="messageverificationcerts.paypal.com")
+PAYPAL_CERT_SUBJECT_NAMES = env.list(
+    "PAYPAL_CERT_SUBJECT_NAMES",
+    default=["messageverificationcerts.paypal.com", "messageverificationcerts.sandbox.paypal.com"],
+)
 PAYPAL_CERT_FETCH_TIMEOUT_SECONDS = env.float("PAYPAL_CERT_FETCH_TIMEOUT_SECONDS", default=3.0)
 PAYPAL_CERT_CACHE_SECONDS = env.int("PAYPAL_CERT_CACHE_SECONDS", default=3600)
 # Tests and local runs only: PayPal signs with its own key. A PEM RSA private key file and the URL of

@@ -4,7 +4,7 @@ A delivery names the certificate to verify it with (`PAYPAL-CERT-URL`); anyone c
 URL is checked against an allow-list of hosts before any connection (https only, exact host, no
 userinfo, no IP literal, the default port unless the allow-list names another); the fetch follows
 no redirect, uses no proxy, has a short timeout and a size cap; and what comes back is trusted only
-if it chains to the configured CA bundle, is valid now and names PayPal's message-verification host.
+if it chains to the configured CA bundle, is valid now and names PayPal's message-verification host (live or sandbox).
 Verified certificates are cached by URL (bounded, with expiry), so a burst costs one fetch.
 """
 
@@ -117,7 +117,7 @@ def _fetch(host: str, port: int, path: str, *, context: ssl.SSLContext, timeout:
         connection.close()
 
 
-def _chain_verify(pem: bytes, *, store: Store, subject_name: str, at: datetime) -> x509.Certificate:
+def _chain_verify(pem: bytes, *, store: Store, subject_names: tuple[str, ...], at: datetime) -> x509.Certificate:
     try:
         chain = [x509.load_pem_x509_certificate(block) for block in _PEM_BLOCK.findall(pem)[:MAX_CHAIN_CERTS + 1]]
     except ValueError:
@@ -125,13 +125,17 @@ def _chain_verify(pem: bytes, *, store: Store, subject_name: str, at: datetime) 
     if not chain or len(chain) > MAX_CHAIN_CERTS:
         raise CertificateRefused("the certificate URL did not serve a usable certificate chain")
     leaf, intermediates = chain[0], chain[1:]
-    verifier = PolicyBuilder().store(store).time(at).max_chain_depth(MAX_CHAIN_CERTS).build_server_verifier(
-        x509.DNSName(subject_name)
-    )
-    try:
-        verifier.verify(leaf, intermediates)
-    except (VerificationError, ValueError) as exc:
-        raise CertificateRefused(f"the certificate is not trusted: {exc}") from None
+    policy = PolicyBuilder().store(store).time(at).max_chain_depth(MAX_CHAIN_CERTS)
+    reason = "no certificate name is configured"
+    for subject_name in subject_names:  # PayPal's live and sandbox names: one of them must match
+        try:
+            policy.build_server_verifier(x509.DNSName(subject_name)).verify(leaf, intermediates)
+        except (VerificationError, ValueError) as exc:
+            reason = str(exc)
+            continue
+        break
+    else:
+        raise CertificateRefused(f"the certificate is not trusted: {reason}")
     if not isinstance(leaf.public_key(), RSAPublicKey):
         raise CertificateRefused("the certificate's key is not RSA")
     return leaf
@@ -174,8 +178,9 @@ class CertificateCache:
         """The RSA public key of the trusted certificate at `url`; CertificateRefused otherwise."""
         settings = _settings()
         host, port, path = cert_url_allowed(url, settings.PAYPAL_CERT_URL_HOSTS)
-        ca_bundle, subject_name = settings.PAYPAL_CERT_CA_BUNDLE, settings.PAYPAL_CERT_SUBJECT_NAME
-        key = (url, ca_bundle, subject_name)
+        ca_bundle = settings.PAYPAL_CERT_CA_BUNDLE
+        subject_names = tuple(name.strip().lower() for name in settings.PAYPAL_CERT_SUBJECT_NAMES if name.strip())
+        key = (url, ca_bundle, subject_names)
         cached = self._get(key, now)
         if cached is not None:
             return cached
@@ -194,7 +199,7 @@ class CertificateCache:
             except (OSError, http.client.HTTPException) as exc:
                 logger.warning("PayPal certificate fetch from %s failed: %s", host, type(exc).__name__)
                 raise CertificateRefused("the certificate could not be fetched") from None
-            leaf = _chain_verify(pem, store=store, subject_name=subject_name, at=datetime.fromtimestamp(now, UTC))
+            leaf = _chain_verify(pem, store=store, subject_names=subject_names, at=datetime.fromtimestamp(now, UTC))
             logger.info("PayPal certificate fetched from %s in %.3f s", host, time.monotonic() - started)
             expires = min(now + settings.PAYPAL_CERT_CACHE_SECONDS, leaf.not_valid_after_utc.timestamp())
             public_key = leaf.public_key()

@@ -338,6 +338,20 @@ HANDLERS: dict[str, Callable[[dict, datetime], list[Fact]]] = {
 }
 
 
+def paypal_event_mode(payload: dict) -> str | None:
+    """"test" for an event whose links point at PayPal's sandbox API, "live" for the live API, else None."""
+    hosts = set()
+    for link in _list(payload.get("links")):
+        href = _dict(link).get("href")
+        if isinstance(href, str) and len(href) <= 2048:
+            hosts.add((urlsplit(href).hostname or "").lower())
+    if any(host == "sandbox.paypal.com" or host.endswith(".sandbox.paypal.com") for host in hosts):
+        return "test"
+    if any(host == "paypal.com" or host.endswith(".paypal.com") for host in hosts):
+        return "live"
+    return None
+
+
 def paypal_facts(payload: dict) -> list[Fact]:
     """The canonical facts of one PayPal event; [] for a type payhook does not fulfil."""
     handler = HANDLERS.get(payload.get("event_type"))

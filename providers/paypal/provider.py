@@ -24,7 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 from providers.base import Scheme, SigningKey, VerifiedDelivery, json_object_parse, timestamp_check
 from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
 from providers.paypal.certificates import certificate_cache
-from providers.paypal.facts import paypal_facts, rfc3339_parse
+from providers.paypal.facts import paypal_event_mode, paypal_facts, rfc3339_parse
 from providers.paypal.samples import paypal_sample_event
 
 ID_HEADER = "PAYPAL-TRANSMISSION-ID"
@@ -133,8 +133,14 @@ class PayPalScheme(Scheme):
     def facts(self, payload, *, provider_event_id=""):
         return paypal_facts(payload)
 
+    def mode_mismatch(self, payload, *, mode):
+        # PayPal's event carries no livemode flag; its HATEOAS links name the API it came from
+        # (api.paypal.com or api.sandbox.paypal.com). An event whose links say neither is not judged.
+        sent_from = paypal_event_mode(payload)
+        return sent_from is not None and sent_from != mode
+
     def sample(self, event_type, *, mode):
-        event = paypal_sample_event(event_type)
+        event = paypal_sample_event(event_type, sandbox=mode != "live")
         return json.dumps(event).encode(), event["id"]
 
     @sensitive_variables("secret", "body", "private_key", "pem")

@@ -40,8 +40,11 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def paypal_sample_event(event_type: str, *, event_id: str | None = None, create_time: datetime | None = None) -> dict:
-    """A PayPal event of `event_type` with a fresh `WH-` id, sent now (or at `create_time`)."""
+def paypal_sample_event(
+    event_type: str, *, event_id: str | None = None, create_time: datetime | None = None, sandbox: bool = False
+) -> dict:
+    """A PayPal event of `event_type` with a fresh `WH-` id, sent now (or at `create_time`), from the
+    live API (links on api.paypal.com) or the sandbox's (api.sandbox.paypal.com)."""
     base_type, status = _DERIVED.get(event_type, (event_type, None))
     if base_type not in paypal_events():
         raise KeyError(f"no sample PayPal event {event_type!r}; known: {', '.join(paypal_event_types())}")
@@ -63,4 +66,6 @@ def paypal_sample_event(event_type: str, *, event_id: str | None = None, create_
                 "amount": {"currency_code": "USD", "value": "10.00"}, "time": _iso(moment),
                 "reason_code": "PAYMENT_DENIED",
             }
+    if sandbox:
+        event = json.loads(json.dumps(event).replace("https://api.paypal.com/", "https://api.sandbox.paypal.com/"))
     return event

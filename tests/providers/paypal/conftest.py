@@ -98,6 +98,15 @@ class PKI:
             self.ca_key, self.ca, PAYPAL_NAME, not_before=NOW - dt.timedelta(days=20), not_after=NOW - dt.timedelta(days=1)
         )
         self.wrong_name_key, self.wrong_name_cert = leaf_create(self.ca_key, self.ca, "evil.example.com")
+        self.self_signed_key = _key()
+        self.self_signed_cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(PAYPAL_NAME)).issuer_name(_name(PAYPAL_NAME))
+            .public_key(self.self_signed_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=10))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(PAYPAL_NAME)]), critical=False)
+            .sign(self.self_signed_key, hashes.SHA256())
+        )
         rogue_ca_key, rogue_ca = ca_create("rogue root")
         self.rogue_key, self.rogue_cert = leaf_create(rogue_ca_key, rogue_ca, PAYPAL_NAME)
 
@@ -174,6 +183,7 @@ def cert_server_session(pki, tmp_path_factory):
         "expired.pem": pem(pki.expired_cert),
         "wrong-name.pem": pem(pki.wrong_name_cert),
         "rogue.pem": pem(pki.rogue_cert),
+        "self-signed.pem": pem(pki.self_signed_cert),
         "not-a-cert.pem": b"hello",
         "huge.pem": b"-" * (200 * 1024),
         "redirect.pem": b"REDIRECT https://api.paypal.com/cert.pem",
@@ -187,7 +197,7 @@ def cert_server(cert_server_session, settings):
     """The server, with settings that allow exactly its host and trust exactly the test CA."""
     settings.PAYPAL_CERT_URL_HOSTS = [cert_server_session.host]
     settings.PAYPAL_CERT_CA_BUNDLE = str(cert_server_session.ca_bundle)
-    settings.PAYPAL_CERT_SUBJECT_NAME = PAYPAL_NAME
+    settings.PAYPAL_CERT_SUBJECT_NAMES = ["messageverificationcerts.sandbox.paypal.com", PAYPAL_NAME]
     settings.PAYPAL_CERT_FETCH_TIMEOUT_SECONDS = 2.0
     cert_server_session.requests.clear()
     certificate_cache.clear()

@@ -191,3 +191,20 @@ def test_amounts_become_minor_units_with_the_currencys_exponent(value, currency,
 )
 def test_rfc3339_times(value, expected):
     assert rfc3339_parse(value) == expected
+
+
+def test_the_mode_is_read_from_the_events_links():
+    live = samples.paypal_sample_event("CHECKOUT.ORDER.COMPLETED")
+    sandbox = samples.paypal_sample_event("CHECKOUT.ORDER.COMPLETED", sandbox=True)
+    assert not scheme.mode_mismatch(live, mode="live") and scheme.mode_mismatch(live, mode="test")
+    assert scheme.mode_mismatch(sandbox, mode="live") and not scheme.mode_mismatch(sandbox, mode="test")
+    assert not scheme.mode_mismatch({"links": "x"}, mode="live")
+    assert not scheme.mode_mismatch({"links": [{"href": "https://evil.test/sandbox.paypal.com"}]}, mode="test")
+
+
+@pytest.mark.parametrize("mode", ["live", "test"])
+def test_sample_matches_the_endpoints_mode(mode):
+    import json
+
+    body, _ = scheme.sample("CHECKOUT.ORDER.COMPLETED", mode=mode)
+    assert not scheme.mode_mismatch(json.loads(body), mode=mode)

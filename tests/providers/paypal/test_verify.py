@@ -189,10 +189,10 @@ def test_default_hosts_are_paypals_only(settings):
 
 
 @pytest.mark.parametrize(
-    "name", ["rogue.pem", "expired.pem", "wrong-name.pem", "not-a-cert.pem", "huge.pem", "redirect.pem", "missing.pem"]
+    "name", ["self-signed.pem", "rogue.pem", "expired.pem", "wrong-name.pem", "not-a-cert.pem", "huge.pem", "redirect.pem", "missing.pem"]
 )
 def test_an_untrusted_or_unusable_certificate_is_refused(pki, cert_server, name):
-    key = {"rogue.pem": pki.rogue_key, "expired.pem": pki.expired_key, "wrong-name.pem": pki.wrong_name_key}.get(name, pki.signing_key)
+    key = {"self-signed.pem": pki.self_signed_key, "rogue.pem": pki.rogue_key, "expired.pem": pki.expired_key, "wrong-name.pem": pki.wrong_name_key}.get(name, pki.signing_key)
     body = _body()
     headers = _headers(key, body, cert_url=cert_server.url(name))
 

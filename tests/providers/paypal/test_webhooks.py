@@ -203,6 +203,14 @@ def test_an_unfulfilled_type_is_stored_and_ignored(post, catalog):
     assert _process(post(event)) == "ignored"
 
 
+def test_a_sandbox_event_sent_to_a_live_endpoint_is_stored_and_ignored(post, catalog, alice):
+    event = samples.paypal_sample_event("CHECKOUT.ORDER.COMPLETED", create_time=T, sandbox=True)
+    event["resource"]["custom_id"] = str(alice.id)
+
+    assert _process(post(event)) == "ignored"
+    assert _active(alice) == set()
+
+
 def test_sample_names_the_known_types():
     with pytest.raises(KeyError, match="CHECKOUT.ORDER.COMPLETED"):
         scheme_get("paypal").sample("NOPE", mode="live")
