@@ -2,7 +2,7 @@
 
 A delivery names the certificate to verify it with (`PAYPAL-CERT-URL`); anyone can send one. So the
 URL is checked against an allow-list of hosts before any connection (https only, exact host, no
-userinfo, no IP literal, the default port unless the allow-list names another); the fetch follows
+userinfo, no IP literal, the default port unless the allow-list names another, a plain path); the fetch follows
 no redirect, uses no proxy, has a short timeout and a size cap; and what comes back is trusted only
 if it chains to the configured CA bundle, is valid now and names PayPal's message-verification host (live or sandbox).
 Verified certificates are cached by URL (bounded, with expiry), so a burst costs one fetch.
@@ -34,6 +34,8 @@ MAX_CERT_BYTES = 64 * 1024  # a leaf and its intermediates are a few KiB
 MAX_CHAIN_CERTS = 8
 CACHE_ENTRIES = 32  # PayPal rotates one certificate at a time; a handful of URLs at most are live
 _NETLOC = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
+# PayPal's certificate paths are like /v1/notifications/certs/CERT-360caa42-fca2a594-1d93a270.
+_PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,512}")
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -53,8 +55,10 @@ def cert_url_allowed(url: str, allowed_hosts) -> tuple[str, int, str]:
         raise CertificateRefused("the certificate URL is not allowed")
     parts = urlsplit(url)
     # The netloc is matched whole: no userinfo (`api.paypal.com@evil.test`), no brackets, no spaces.
-    if parts.scheme != "https" or not _NETLOC.fullmatch(parts.netloc) or parts.fragment:
+    if parts.scheme != "https" or not _NETLOC.fullmatch(parts.netloc) or not _PATH.fullmatch(parts.path):
         raise CertificateRefused("the certificate URL is not an allowed https URL")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise CertificateRefused("the certificate URL has a query or fragment")
     host = (parts.hostname or "").lower()
     try:
         ipaddress.ip_address(host)
@@ -70,10 +74,7 @@ def cert_url_allowed(url: str, allowed_hosts) -> tuple[str, int, str]:
     # A bare host allows only the default port; another port must be listed as host:port.
     if (host if port is None else f"{host}:{port}") not in allowed:
         raise CertificateRefused("the certificate URL's host is not on PAYPAL_CERT_URL_HOSTS")
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return host, port or 443, path
+    return host, port or 443, parts.path
 
 
 @functools.lru_cache(maxsize=4)

@@ -160,6 +160,11 @@ def test_a_transmission_time_with_an_offset_and_fraction_is_read(pki, cert_serve
         "https://localhost:{port}\\@evil.test/",
         "https://localhost:{port}/cert.pem\r\nX: y",
         "//localhost:{port}/cert.pem",
+        "https://localhost:{port}/cert.pem?x=1",
+        "https://localhost:{port}/cert.pem#x",
+        "https://localhost:{port}",
+        "https://localhost:{port}/cert.pem,https://localhost:{port}/cert.pem",
+        "https://localhost:{port}/%2e%2e/cert.pem",
     ],
 )
 def test_a_certificate_url_off_the_allow_list_is_refused_without_any_request(pki, cert_server, url, monkeypatch):
@@ -255,6 +260,10 @@ def _headers_static(**overrides):
         {"PAYPAL-TRANSMISSION-SIG": "not base64!"},
         {"PAYPAL-TRANSMISSION-SIG": "A" * 100_000},
         {"PAYPAL-TRANSMISSION-SIG": ",".join(["AAAA"] * 500)},
+        # a repeated header, as a WSGI server joins it
+        {"PAYPAL-AUTH-ALGO": "SHA256withRSA,SHA256withRSA"},
+        {"PAYPAL-TRANSMISSION-ID": "0d3c9b5e-1,0d3c9b5e-2"},
+        {"PAYPAL-TRANSMISSION-TIME": "2026-01-01T00:00:00Z,2026-01-01T00:00:00Z"},
     ],
 )
 def test_hostile_header_shapes_are_malformed_before_any_network_or_crypto(overrides, monkeypatch):
