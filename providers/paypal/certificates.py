@@ -36,7 +36,7 @@ CACHE_ENTRIES = 32  # PayPal rotates one certificate at a time; a handful of URL
 _NETLOC = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 # PayPal's certificate paths are like /v1/notifications/certs/CERT-360caa42-fca2a594-1d93a270.
 _PATH = re.compile(r"/[A-Za-z0-9._~/-]{0,512}")
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.S)
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 class CertificateRefused(InvalidSignature):

@@ -21,8 +21,20 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from django.core.management.base import CommandError
 from django.views.decorators.debug import sensitive_variables
 
-from providers.base import Scheme, SigningKey, VerifiedDelivery, json_object_parse, timestamp_check
-from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
+from providers.base import (
+    Scheme,
+    SigningKey,
+    VerifiedDelivery,
+    json_object_parse,
+    timestamp_check,
+)
+from providers.exceptions import (
+    InvalidPayload,
+    InvalidSecret,
+    InvalidSignature,
+    MalformedSignature,
+    MissingSignature,
+)
 from providers.paypal.certificates import certificate_cache
 from providers.paypal.facts import paypal_event_mode, paypal_facts, rfc3339_parse
 from providers.paypal.samples import paypal_sample_event
@@ -64,8 +76,12 @@ def _signature_decode(value: str) -> bytes:
         raise MalformedSignature("PAYPAL-TRANSMISSION-SIG is not base64") from None
 
 
-def signed_message(*, transmission_id: str, transmission_time: str, webhook_id: str, body: bytes) -> bytes:
-    return f"{transmission_id}|{transmission_time}|{webhook_id}|{zlib.crc32(body) & 0xFFFFFFFF}".encode()
+def body_crc32(body: bytes) -> int:
+    return zlib.crc32(body) & 0xFFFFFFFF
+
+
+def signed_message(*, transmission_id: str, transmission_time: str, webhook_id: str, crc: int) -> bytes:
+    return f"{transmission_id}|{transmission_time}|{webhook_id}|{crc}".encode()
 
 
 class PayPalScheme(Scheme):
@@ -99,7 +115,8 @@ class PayPalScheme(Scheme):
             raise InvalidSignature("the endpoint has no PayPal webhook id")
         # Raises (400 invalid_signature) for a URL off the allow-list before any network access.
         public_key = certificate_cache.public_key(values[CERT_URL_HEADER], now=now)
-        if not any(self._rsa_verifies(public_key, signature, transmission_id, transmission_time, webhook_id, body)
+        crc = body_crc32(body)  # once per request, whatever the number of webhook ids
+        if not any(self._rsa_verifies(public_key, signature, transmission_id, transmission_time, webhook_id, crc)
                    for webhook_id in webhook_ids):
             raise InvalidSignature("the signature does not verify for any of the endpoint's webhook ids")
         timestamp_check(int(sent_at.timestamp()), tolerance=tolerance, now=now)
@@ -119,10 +136,9 @@ class PayPalScheme(Scheme):
         )
 
     @staticmethod
-    @sensitive_variables("body")
-    def _rsa_verifies(public_key, signature, transmission_id, transmission_time, webhook_id, body) -> bool:
+    def _rsa_verifies(public_key, signature, transmission_id, transmission_time, webhook_id, crc) -> bool:
         message = signed_message(
-            transmission_id=transmission_id, transmission_time=transmission_time, webhook_id=webhook_id, body=body
+            transmission_id=transmission_id, transmission_time=transmission_time, webhook_id=webhook_id, crc=crc
         )
         try:
             public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
@@ -162,7 +178,7 @@ class PayPalScheme(Scheme):
         transmission_id = str(uuid.uuid4())  # PayPal sends a fresh UUID per transmission
         transmission_time = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         message = signed_message(
-            transmission_id=transmission_id, transmission_time=transmission_time, webhook_id=secret.strip(), body=body
+            transmission_id=transmission_id, transmission_time=transmission_time, webhook_id=secret.strip(), crc=body_crc32(body)
         )
         signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
         return {

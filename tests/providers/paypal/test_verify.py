@@ -9,7 +9,13 @@ from datetime import UTC, datetime
 import pytest
 
 from providers import scheme_get
-from providers.exceptions import InvalidPayload, InvalidSignature, MalformedSignature, MissingSignature, TimestampOutOfTolerance
+from providers.exceptions import (
+    InvalidPayload,
+    InvalidSignature,
+    MalformedSignature,
+    MissingSignature,
+    TimestampOutOfTolerance,
+)
 from providers.paypal import samples
 from providers.paypal.certificates import certificate_cache
 from tests.providers.paypal.conftest import paypal_signature
@@ -330,3 +336,14 @@ def test_secret_parse_accepts_only_a_webhook_id(secret):
 def test_secret_parse_keeps_the_webhook_id():
     key = scheme.secret_parse(WEBHOOK_ID)
     assert key.material == WEBHOOK_ID.encode() and WEBHOOK_ID not in repr(key)
+
+
+def test_the_signed_string_uses_the_bodys_crc32_as_an_unsigned_decimal():
+    from providers.paypal.provider import body_crc32, signed_message
+
+    body = b"The quick brown fox jumps over the lazy dog"  # CRC-32 0x414FA339, the standard check value
+    assert body_crc32(body) == 1095738169
+    assert body_crc32(b"\x00" * 7) > 2**31  # the high bit set: no negative number
+    assert signed_message(transmission_id="t-1", transmission_time="2026-01-01T00:00:00Z", webhook_id="W1", crc=1095738169) == (
+        b"t-1|2026-01-01T00:00:00Z|W1|1095738169"
+    )

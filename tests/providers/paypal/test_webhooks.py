@@ -5,7 +5,6 @@ local https server serves on the one allow-listed host.
 """
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
