@@ -4,6 +4,7 @@ Signed with the throwaway CA's leaf key (tests/providers/paypal/conftest.py), wh
 local https server serves on the one allow-listed host.
 """
 
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -222,3 +223,24 @@ def test_send_test_webhook_without_a_test_key_explains_the_gap(paypal_endpoint, 
     settings.PAYPAL_TEST_SIGNING_KEY = ""
     with pytest.raises(CommandError, match="use PayPal's webhook simulator"):
         call_command("send_test_webhook", "paypal", "CHECKOUT.ORDER.COMPLETED", url="http://127.0.0.1:9/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_webhook_with_a_test_key_is_accepted_by_a_running_server(live_server, pki, cert_server, settings, tmp_path, catalog):
+    from cryptography.hazmat.primitives import serialization
+    from django.core.management import call_command
+
+    webhook_services.webhook_endpoint_create(slug="paypal", scheme="paypal", secret=WEBHOOK_ID)
+    key_file = tmp_path / "paypal-test-key.pem"
+    key_file.write_bytes(pki.signing_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    settings.PAYPAL_TEST_SIGNING_KEY, settings.PAYPAL_TEST_CERT_URL = str(key_file), cert_server.url("cert.pem")
+    out = io.StringIO()
+
+    call_command("send_test_webhook", "paypal", "CHECKOUT.ORDER.COMPLETED", url=live_server.url, stdout=out)
+
+    assert '"status": "accepted"' in out.getvalue()
+    event = WebhookEvent.objects.get()
+    assert webhook_event_process(event_id=event.id) == "processed"
+    assert {row.key for row in entitlement_list(customer="QYR5Z8XDVJNXQ")} == {"pro", "reports"}
