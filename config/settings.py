@@ -201,6 +201,23 @@ WEBHOOK_TRUSTED_PROXIES = env.list("WEBHOOK_TRUSTED_PROXIES", default=[])
 # too, so a flood of made-up slugs costs no query). Secrets are not: they apply on the next request.
 WEBHOOK_SOURCES_CACHE_SECONDS = env.float("WEBHOOK_SOURCES_CACHE_SECONDS", default=5.0)
 
+# --- PayPal (providers/paypal) -----------------------------------------------------------------
+# A PayPal delivery names the certificate that verifies it; it is fetched only over https from these
+# exact hosts (host:port for another port), checked against this CA bundle (empty: the system's trust
+# store) and one of these certificate names (live, sandbox), and cached per process.
+PAYPAL_CERT_URL_HOSTS = env.list("PAYPAL_CERT_URL_HOSTS", default=["api.paypal.com", "api.sandbox.paypal.com"])
+PAYPAL_CERT_CA_BUNDLE = env.str("PAYPAL_CERT_CA_BUNDLE", default="")
+PAYPAL_CERT_SUBJECT_NAMES = env.list(
+    "PAYPAL_CERT_SUBJECT_NAMES",
+    default=["messageverificationcerts.paypal.com", "messageverificationcerts.sandbox.paypal.com"],
+)
+PAYPAL_CERT_FETCH_TIMEOUT_SECONDS = env.float("PAYPAL_CERT_FETCH_TIMEOUT_SECONDS", default=3.0)
+PAYPAL_CERT_CACHE_SECONDS = env.int("PAYPAL_CERT_CACHE_SECONDS", default=3600)
+# Tests and local runs only: PayPal signs with its own key. A PEM RSA private key file and the URL of
+# its certificate let send_test_webhook sign PayPal samples; empty: it refuses and says why.
+PAYPAL_TEST_SIGNING_KEY = env.str("PAYPAL_TEST_SIGNING_KEY", default="")
+PAYPAL_TEST_CERT_URL = env.str("PAYPAL_TEST_CERT_URL", default="")
+
 # --- Celery -----------------------------------------------------------------------------------
 # The embedded default needs no server: kombu's filesystem transport under var/, shared by the
 # separate web, worker and beat processes of `make run`.

@@ -14,6 +14,7 @@ SCHEMES = {
     "standard": "providers.standard",
     "paddle": "providers.paddle",
     "lemonsqueezy": "providers.lemonsqueezy",
+    "paypal": "providers.paypal",
 }
 
 _loaded: dict[str, Scheme] = {}
