@@ -12,6 +12,7 @@ from providers.base import Scheme, SigningKey, VerifiedDelivery
 SCHEMES = {
     "stripe": "providers.stripe",
     "standard": "providers.standard",
+    "adyen": "providers.adyen",
 }
 
 _loaded: dict[str, Scheme] = {}
