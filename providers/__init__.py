@@ -15,6 +15,7 @@ SCHEMES = {
     "paddle": "providers.paddle",
     "lemonsqueezy": "providers.lemonsqueezy",
     "paypal": "providers.paypal",
+    "adyen": "providers.adyen",
 }
 
 _loaded: dict[str, Scheme] = {}
