@@ -46,6 +46,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from uuid import UUID
 
+from audit.actions import ALLOWED_DATA
+
 # --- Rules ----------------------------------------------------------------------------------------
 
 ALLOWED_KEYS = frozenset(
@@ -741,8 +743,6 @@ def audit_data_shape(*, action: str, data) -> dict:
     """The audit `data` of `action`: only the keys its allow-list names (`audit.actions`), each
     value kept only when it has its kind's shape. An action without an allow-list keeps nothing
     but a marker. The only free text kept is an operator's `note`, passed through every detector."""
-    from audit.actions import ALLOWED_DATA
-
     allowed = ALLOWED_DATA.get(action)
     if allowed is None:
         return {DROPPED: "no allow-list for this action"}

@@ -21,6 +21,8 @@ Whatever free text remains passes `audit.redaction.redact_text` as a second net.
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from config.exceptions import ApplicationError
+
 WITHHELD = "[withheld]"
 
 # Headers that say how a request was made, never who made it or with what credentials.
@@ -81,8 +83,6 @@ def _request_scrub(request) -> dict:
 
 def _own_error_types(hint) -> set[tuple[str, str]]:
     """(module, name) of the payhook errors in the hint's exception chain: their messages stay."""
-    from config.exceptions import ApplicationError
-
     exc_info = (hint or {}).get("exc_info")
     current = exc_info[1] if exc_info and len(exc_info) > 1 else None
     own, seen = set(), set()

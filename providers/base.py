@@ -69,6 +69,11 @@ class Scheme:
         """The headers a provider would send; used by send_test_webhook, tests and benchmarks."""
         raise NotImplementedError
 
+    def signed_request(self, *, secret: str, body: bytes, timestamp: int, event_id: str) -> tuple[bytes, dict[str, str]]:
+        """(body, headers) as the provider would send them. Most providers sign in a header; one that
+        signs inside the body (Adyen) overrides this. What send_test_webhook posts."""
+        return body, self.sign(secret=secret, body=body, timestamp=timestamp, event_id=event_id)
+
     def sample(self, event_type: str, *, mode: str) -> tuple[bytes, str]:
         """A sample delivery of `event_type` for an endpoint in `mode`: (body, the id to sign with).
         Raises KeyError naming the types it knows when it has no sample of that type."""

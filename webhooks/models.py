@@ -3,7 +3,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from config.ids import uuid7  # noqa: F401  (early migrations name webhooks.models.uuid7)
+from config.ids import uuid7
 
 
 class WebhookEndpoint(models.Model):

@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import webhooks.models
+import config.ids
 
 
 class Migration(migrations.Migration):
@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Notification',
             fields=[
-                ('id', models.UUIDField(default=webhooks.models.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('id', models.UUIDField(default=config.ids.uuid7, editable=False, primary_key=True, serialize=False)),
                 ('event_id', models.UUIDField()),
                 ('channel', models.CharField(choices=[('email', 'Email'), ('in_app', 'In App')], max_length=16)),
                 ('template', models.CharField(max_length=64)),

@@ -192,6 +192,10 @@ class AdyenScheme(Scheme):
         """Adyen sends no signature header: the signatures are inside the body (see body_sign)."""
         return {}
 
+    @sensitive_variables("secret", "body")
+    def signed_request(self, *, secret, body, timestamp, event_id):
+        return self.body_sign(secret=secret, body=body), {}
+
     @sensitive_variables()  # every local: the secret, the key and the body
     def body_sign(self, *, secret: str, body: bytes) -> bytes:
         """The body with every item's additionalData.hmacSignature set under `secret` (a hex HMAC key),

@@ -249,8 +249,10 @@ HANDLERS: dict[str, Callable[[dict, datetime], list[Fact]]] = {
 
 def stripe_facts(payload: dict) -> list[Fact]:
     """The canonical facts of one Stripe event; [] for a type payhook does not fulfil."""
-    handler = HANDLERS.get(payload.get("type"))
-    obj = (payload.get("data") or {}).get("object")
+    event_type = payload.get("type")
+    handler = HANDLERS.get(event_type) if isinstance(event_type, str) else None  # a signed list or dict is no type
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
     if handler is None or not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
         return []
     created = payload.get("created")

@@ -126,3 +126,12 @@ def test_every_fact_type_has_a_schema():
         "payhook.payment.succeeded.v1", "payhook.payment.refunded.v1", "payhook.payment.failed.v1",
         "payhook.subscription.activated.v1", "payhook.subscription.canceled.v1", "payhook.dispute.opened.v1",
     }
+
+
+@pytest.mark.parametrize("payload", [
+    {"type": ["invoice.paid"], "data": {"object": {"id": "in_1"}}},
+    {"type": {"invoice": "paid"}, "data": {"object": {"id": "in_1"}}},
+    {"type": "invoice.paid", "data": ["not", "an", "object"]},
+])
+def test_a_signed_payload_of_the_wrong_shape_has_no_facts_and_raises_nothing(payload):
+    assert stripe_facts(payload) == []

@@ -4,7 +4,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-import webhooks.models
+import config.ids
 
 
 class Migration(migrations.Migration):
@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='WebhookEvent',
             fields=[
-                ('id', models.UUIDField(default=webhooks.models.uuid7, editable=False, primary_key=True, serialize=False)),
+                ('id', models.UUIDField(default=config.ids.uuid7, editable=False, primary_key=True, serialize=False)),
                 ('idempotency_key', models.CharField(max_length=330)),
                 ('provider_event_id', models.CharField(max_length=255)),
                 ('event_type', models.CharField(blank=True, max_length=128)),

@@ -33,7 +33,7 @@ class Command(BaseCommand):
             body, event_id = scheme.sample(event_type, mode=endpoint.mode)
         except KeyError as exc:
             raise CommandError(str(exc.args[0])) from None
-        headers = scheme.sign(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
+        body, headers = scheme.signed_request(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
         url = _endpoint_url(url or settings.PUBLIC_BASE_URL, slug)
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
         try:
