@@ -44,10 +44,10 @@ def main() -> int:
 
     from bench.ingest import Bodies, requests_sign  # noqa: F401  (same bodies as the load test)
     from config import encryption
+    from config.ids import uuid7
     from providers import scheme_get
     from providers.base import SigningKey, hmac_sha256, json_object_parse
-    from webhooks import services
-    from config.ids import uuid7
+    from webhooks import receiving
     from webhooks.tasks import webhook_events_process
 
     scheme = scheme_get("stripe")
@@ -75,7 +75,7 @@ def main() -> int:
         ),
         "content_hash (sorted canonical JSON + SHA-256)": per_call_us(lambda: scheme.content_hash(payload), seconds=s),
         "Fernet encrypt body": per_call_us(lambda: encryption.encrypt(body), seconds=s),
-        "Fernet encrypt used headers": per_call_us(lambda: encryption.encrypt(services._headers_serialize(used)), seconds=s),
+        "Fernet encrypt used headers": per_call_us(lambda: encryption.encrypt(receiving._headers_serialize(used)), seconds=s),
         "uuid7 + timezone.now": per_call_us(lambda: (uuid7(), timezone.now()), seconds=s),
         "Celery apply_async, 1 id (what the outbox relay pays per message)": per_call_us(publish, seconds=s),
         "Celery apply_async, 20 ids (one full batch)": per_call_us(publish_20, seconds=s),

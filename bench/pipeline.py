@@ -370,7 +370,7 @@ class Bench:
     def store_backlog(self, count: int, phase: str) -> dict:
         from django.db import close_old_connections
 
-        from webhooks.services import webhook_event_receive
+        from webhooks.receiving import webhook_event_receive
 
         items = [self.events.new(phase[:2]) for _ in range(count)]
         redeliveries = random.Random(self.args.seed + 1).sample(items, int(count * self.args.redelivery))
@@ -761,7 +761,7 @@ class Bench:
         from django.db import close_old_connections, connection
         from django.test.utils import CaptureQueriesContext
 
-        from webhooks.services import webhook_event_process
+        from webhooks.processing import webhook_event_process
 
         close_old_connections()
         self.store_backlog(30, "queries")
@@ -865,9 +865,9 @@ PROFILE_CATEGORIES = [
     ("customer upsert (user lookup, get_or_create FOR UPDATE)", ["customer_resolve (fulfillment/services.py"]),
     ("entitlement upserts (catalog lookup, revocation check, get_or_create)", ["entitlement_grant (fulfillment/services.py", "_entitlement_keys (fulfillment/services.py"]),
     ("notification rows (preferences, render, get_or_create)", ["notification_send (notifications/services.py"]),
-    ("claim UPDATE (own transaction)", ["_attempt_claim (webhooks/services.py"]),
+    ("claim UPDATE (own transaction)", ["_attempt_claim (webhooks/processing.py"]),
     ("commit", ["commit (django/db/backends/base/base.py", "_commit (django/db/backends"]),
-    ("event row lock (SELECT … FOR UPDATE SKIP LOCKED) + status UPDATE + BEGIN", ["webhook_event_process (webhooks/services.py"]),
+    ("event row lock (SELECT … FOR UPDATE SKIP LOCKED) + status UPDATE + BEGIN", ["webhook_event_process (webhooks/processing.py"]),
     ("Django DB connection housekeeping (task signals)", ["close_old_connections", "close_if_unusable_or_obsolete"]),
     ("rest of the task body", ["webhook_events_process (webhooks/tasks.py"]),
 ]

@@ -66,8 +66,9 @@ def main() -> int:
     from notifications.models import Notification
     from tests.conftest import signed_headers
     from tests.fulfillment import stripe_events as se
+    from webhooks.endpoints import webhook_endpoint_create
     from webhooks.models import WebhookEvent
-    from webhooks.services import webhook_endpoint_create, webhook_event_receive
+    from webhooks.receiving import webhook_event_receive
 
     redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
     call_command("migrate", verbosity=0)

@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from providers import scheme_get
-from webhooks import services as webhook_services
-from webhooks import throttling
+from webhooks import endpoints, receiving, throttling
 
 # Fixtures that start a process or a server of the test's own: a test using one is `integration`.
 PROCESS_FIXTURES = {"test_database_url", "worker_env", "fault_env", "celery_worker_process", "own_redis", "web_url",
@@ -32,11 +31,11 @@ def _test_settings(settings):
     # Each test starts with empty endpoint caches (slugs are reused across tests).
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.WEBHOOK_SOURCES_CACHE_SECONDS = 0
-    webhook_services.endpoint_cache_clear()
+    receiving.endpoint_cache_clear()
     throttling.sources_cache_clear()
     throttling.throttled_clients_forget()
     yield
-    webhook_services.endpoint_cache_clear()
+    receiving.endpoint_cache_clear()
     throttling.sources_cache_clear()
     throttling.throttled_clients_forget()
 
@@ -65,12 +64,12 @@ def ed25519_keys() -> tuple[str, str]:
 
 @pytest.fixture
 def stripe_endpoint(db, stripe_secret):
-    return webhook_services.webhook_endpoint_create(slug="stripe", scheme="stripe", secret=stripe_secret)
+    return endpoints.webhook_endpoint_create(slug="stripe", scheme="stripe", secret=stripe_secret)
 
 
 @pytest.fixture
 def standard_endpoint(db, standard_secret):
-    return webhook_services.webhook_endpoint_create(slug="acme", scheme="standard", secret=standard_secret)
+    return endpoints.webhook_endpoint_create(slug="acme", scheme="standard", secret=standard_secret)
 
 
 def signed_headers(scheme: str, secret: str, body: bytes, *, event_id: str = "", timestamp: int | None = None) -> dict:

@@ -15,16 +15,11 @@ from config.admin import admin_action_with_note
 from config.permissions import OPERATORS
 from providers import scheme_choices, scheme_get
 from webhooks import deadletters
+from webhooks.endpoints import endpoint_secret_add, endpoint_secret_delete, secret_expiry_parse, webhook_endpoint_update
 from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
-from webhooks.services import (
-    endpoint_secret_add,
-    endpoint_secret_delete,
-    secret_expiry_parse,
-    webhook_endpoint_update,
-    webhook_event_body,
-    webhook_event_canonical_events,
-)
+from webhooks.processing import webhook_event_canonical_events
+from webhooks.receiving import webhook_event_body
 from webhooks.throttling import sources_parse
 
 logger = logging.getLogger(__name__)

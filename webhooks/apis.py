@@ -13,8 +13,8 @@ from config.parsers import API_PARSERS
 from config.permissions import OPERATORS, SUPPORT, in_groups
 from webhooks.deadletters import dead_letter_discard, dead_letter_list, dead_letter_replay, dead_letter_resolve
 from webhooks.models import DeadLetter, WebhookEvent
+from webhooks.processing import webhook_event_canonical_events
 from webhooks.selectors import webhook_event_list
-from webhooks.services import webhook_event_canonical_events
 
 logger = logging.getLogger(__name__)
 

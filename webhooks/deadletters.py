@@ -27,7 +27,7 @@ from audit.redaction import redact_text
 from audit.services import audit_entries_append, audit_entry_append
 from config.exceptions import ApplicationError
 from webhooks.models import DeadLetter, WebhookEvent
-from webhooks.publishing import webhook_events_publish
+from webhooks.outbox import webhook_events_publish
 
 logger = logging.getLogger(__name__)
 

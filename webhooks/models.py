@@ -13,7 +13,7 @@ class WebhookEndpoint(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Bumped in the transaction of every secret change. Web processes cache the keys with the version
-    # they were loaded at, and store an event only if the version is still current (webhooks/services.py).
+    # they were loaded at, and store an event only if the version is still current (webhooks/receiving.py).
     secrets_version = models.BigIntegerField(default=0, editable=False)
     # Stripe events whose `livemode` differs from the endpoint's mode are stored and ignored.
     mode = models.CharField(max_length=4, choices=[("live", "live"), ("test", "test")], default="live")
@@ -89,7 +89,7 @@ class WebhookEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True)
     # The lease: which worker process (`host:pid:token`) holds the event and until when. A holder
-    # renews it while it works; once it lapses the sweep republishes the event (webhooks/services.py).
+    # renews it while it works; once it lapses the sweep republishes the event (webhooks/receiving.py).
     lease_holder = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 

@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from webhooks.models import WebhookEvent
-from webhooks.publishing import webhook_events_publish
+from webhooks.outbox import webhook_events_publish
 
 logger = logging.getLogger(__name__)
 

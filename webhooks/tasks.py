@@ -7,8 +7,8 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from webhooks import services
-from webhooks.publishing import webhook_event_retry_publish
+from webhooks import outbox, processing
+from webhooks.outbox import webhook_event_retry_publish
 from webhooks.relay import OutboxRelay
 
 logger = logging.getLogger(__name__)
@@ -33,11 +33,11 @@ def webhook_events_process(event_ids: list[str]) -> None:
     """Fulfil a batch of stored events, each in its own transaction.
 
     The batch is leased first, and the lease renewed while the batch is worked through, so if this
-    process dies its events are republished by the sweep once the lease lapses (webhooks/services.py).
+    process dies its events are republished by the sweep once the lease lapses (webhooks/outbox.py).
     A transient failure re-queues only that event with backoff; the rest of the batch goes on.
     """
     try:
-        held = services.webhook_events_lease(event_ids=event_ids)
+        held = processing.webhook_events_lease(event_ids=event_ids)
     except TRANSIENT_ERRORS as exc:  # the database is away: try the whole message again later
         delay = retry_delay(1)
         logger.warning("event lease failed, batch will retry: events=%d error=%s in=%.1fs", len(event_ids), type(exc).__name__, delay)
@@ -49,12 +49,12 @@ def webhook_events_process(event_ids: list[str]) -> None:
             continue  # finished, or another live worker holds it
         if time.monotonic() - renewed_at > settings.WEBHOOK_LEASE_SECONDS / 3:
             try:
-                held = services.webhook_events_lease(event_ids=event_ids[position:])
+                held = processing.webhook_events_lease(event_ids=event_ids[position:])
             except TRANSIENT_ERRORS:
                 pass  # the claim below fails the same way and retries this event
             renewed_at = time.monotonic()
         try:
-            status = services.webhook_event_process(event_id=event_id)
+            status = processing.webhook_event_process(event_id=event_id)
             if status and status != "dead":  # a dead letter logs its own warning
                 logger.info("event %s: event=%s", status, event_id)
         except TRANSIENT_ERRORS as exc:
@@ -62,17 +62,17 @@ def webhook_events_process(event_ids: list[str]) -> None:
         except Exception as exc:  # a bug or unreadable data: no retry can fix it
             # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
             logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
-            services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+            processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
 
 
 def _retry_later(event_id: str, exc: BaseException) -> None:
     try:
-        services.webhook_event_fail(event_id=event_id, exc=exc)
-        attempts = services.webhook_event_attempts(event_id=event_id)
+        processing.webhook_event_fail(event_id=event_id, exc=exc)
+        attempts = processing.webhook_event_attempts(event_id=event_id)
     except TRANSIENT_ERRORS:
         attempts = 1  # the database is still away: the sweep or the redelivery will pick it up
     if attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
-        services.webhook_event_dead_letter(event_id=event_id, exc=exc)
+        processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
         return
     delay = retry_delay(attempts)
     logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
@@ -85,7 +85,7 @@ def _retry_later(event_id: str, exc: BaseException) -> None:
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")
 def webhook_events_dispatch() -> int:
     """Periodic sweep (beat): publish stored events that never reached the broker."""
-    return services.webhook_events_dispatch()
+    return outbox.webhook_events_dispatch()
 
 
 _relay = None

@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from webhooks.exceptions import MalformedBody, PayloadTooLarge, WebhookError
-from webhooks.services import webhook_event_receive
+from webhooks.receiving import webhook_event_receive
 from webhooks.throttling import webhook_refusal_record, webhook_request_admit
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import Select
 
 from tests.conftest import celery_queue
 from tests.deadletters.factories import dead_letter_create
-from webhooks import services as webhook_services
+from webhooks import endpoints
 from webhooks.models import DeadLetter
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def _act(browser, row_id: int, action: str) -> None:
 def test_operator_triages_dead_letters_and_support_is_refused(
     transactional_db, live_server, browser, broker_flushed, screenshots
 ):
-    endpoint = webhook_services.webhook_endpoint_create(slug="stripe", scheme="stripe", secret="whsec_browsertest0123456789")
+    endpoint = endpoints.webhook_endpoint_create(slug="stripe", scheme="stripe", secret="whsec_browsertest0123456789")
     replay_me = dead_letter_create(endpoint=endpoint, error_type="UnknownPrice")
     discard_me = dead_letter_create(endpoint=endpoint, error_type="UnknownPrice")
     other = dead_letter_create(endpoint=endpoint, error_type="ValidationError",

@@ -3,8 +3,8 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 
 from config import encryption
+from webhooks.endpoints import endpoint_secrets_decrypted
 from webhooks.models import EndpointSecret
-from webhooks.services import endpoint_secrets_decrypted
 
 
 @pytest.fixture

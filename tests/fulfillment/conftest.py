@@ -5,7 +5,8 @@ from django.contrib.auth import get_user_model
 
 from fulfillment.services import catalog_import
 from tests.conftest import signed_headers
-from webhooks.services import webhook_event_process, webhook_event_receive
+from webhooks.processing import webhook_event_process
+from webhooks.receiving import webhook_event_receive
 
 CATALOG = {
     "products": [

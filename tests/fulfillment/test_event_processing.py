@@ -8,7 +8,7 @@ from fulfillment.models import Customer, Entitlement
 from fulfillment.selectors import entitlement_list
 from tests.fulfillment import stripe_events as se
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_event_process
+from webhooks.processing import webhook_event_process
 
 T = int(time.time()) - 3600  # recent: subscription periods must not have ended
 pytestmark = pytest.mark.django_db

@@ -56,7 +56,7 @@ def test_a_test_endpoint_fulfils_test_events_and_ignores_live_ones(catalog, alic
 
 
 def test_an_ignored_mismatch_stays_ignored_on_redelivery_and_replay(catalog, alice, deliver):
-    from webhooks.services import webhook_event_process
+    from webhooks.processing import webhook_event_process
 
     event = _checkout(livemode=False, alice=alice)
     event_id, _ = deliver(event)

@@ -13,9 +13,9 @@ from config.celery_app import app  # noqa: F401  (the app this module stands in 
 
 django.setup()  # models must be loadable before the patch below imports the services
 
-from webhooks import services  # noqa: E402
+from webhooks import processing
 
-_fulfil = services.webhook_event_fulfil
+_fulfil = processing.webhook_event_fulfil
 
 
 def _poisoned_fulfil(*, event):
@@ -24,4 +24,4 @@ def _poisoned_fulfil(*, event):
     return _fulfil(event=event)
 
 
-services.webhook_event_fulfil = _poisoned_fulfil
+processing.webhook_event_fulfil = _poisoned_fulfil

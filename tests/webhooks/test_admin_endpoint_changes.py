@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from audit.models import AuditEntry
+from webhooks.endpoints import webhook_endpoint_update
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.services import webhook_endpoint_update
 
 pytestmark = pytest.mark.django_db
 

@@ -11,10 +11,10 @@ import pytest
 from django.utils import timezone
 
 from tests.webhooks.factories import WebhookEventFactory
-from webhooks import services
+from webhooks import outbox, processing
 from webhooks.models import WebhookEvent
-from webhooks.publishing import webhook_event_retry_publish
-from webhooks.services import _attempt_claim, lease_holder_name, webhook_events_dispatch, webhook_events_lease
+from webhooks.outbox import webhook_event_retry_publish, webhook_events_dispatch
+from webhooks.processing import _attempt_claim, lease_holder_name, webhook_events_lease
 from webhooks.tasks import webhook_events_process
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +84,7 @@ def test_processing_clears_the_lease():
     event = WebhookEventFactory(event_type="customer.created")
     held = webhook_events_lease(event_ids=[str(event.id)])
     assert held == {str(event.id)}
-    services.webhook_event_process(event_id=str(event.id))
+    processing.webhook_event_process(event_id=str(event.id))
     event.refresh_from_db()
     assert event.status in ("processed", "ignored")
     assert (event.lease_holder, event.lease_expires_at) == ("", None)
@@ -92,7 +92,7 @@ def test_processing_clears_the_lease():
 
 def test_a_transient_failure_releases_the_lease():
     event = _leased(lease_holder_name(), 30, status="processing")
-    services.webhook_event_fail(event_id=str(event.id), exc=ConnectionError())
+    processing.webhook_event_fail(event_id=str(event.id), exc=ConnectionError())
     event.refresh_from_db()
     assert (event.status, event.lease_holder, event.lease_expires_at) == ("failed", "", None)
 
@@ -141,7 +141,7 @@ class TestTheProcessingTask:
             seen.append({str(e.id): (e.lease_holder, e.lease_expires_at) for e in WebhookEvent.objects.filter(id__in=ids)})
             time.sleep(0.4)
 
-        monkeypatch.setattr(services, "webhook_event_process", process)
+        monkeypatch.setattr(processing, "webhook_event_process", process)
         webhook_events_process(ids)
 
         first, last = seen[0], seen[-1]
@@ -153,7 +153,7 @@ class TestTheProcessingTask:
     def test_it_skips_events_another_live_process_holds(self, monkeypatch):
         free, held_elsewhere = WebhookEventFactory(), _leased(LIVE_ELSEWHERE, 30)
         processed = []
-        monkeypatch.setattr(services, "webhook_event_process", lambda *, event_id: processed.append(event_id))
+        monkeypatch.setattr(processing, "webhook_event_process", lambda *, event_id: processed.append(event_id))
 
         webhook_events_process([str(free.id), str(held_elsewhere.id)])
 
@@ -198,7 +198,7 @@ class TestSweepOfMessagesADeadWorkerTook:
     def test_a_broker_that_cannot_answer_leaves_only_the_backstop(self, settings, monkeypatch, caplog):
         settings.WEBHOOK_REDISPATCH_AFTER_SECONDS = 30
         WebhookEventFactory(status="received", dispatched_at=timezone.now() - timedelta(seconds=31))
-        monkeypatch.setattr(services, "current_app", None)  # any failure to reach the broker
+        monkeypatch.setattr(outbox, "current_app", None)  # any failure to reach the broker
 
         assert webhook_events_dispatch() == 0
         assert "sweep could not read the queue length (AttributeError)" in caplog.text

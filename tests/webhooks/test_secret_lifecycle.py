@@ -19,17 +19,12 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from providers.stripe import samples
 from tests.conftest import post_json, signed_headers
-from webhooks import services as webhook_services
+from webhooks import endpoints, receiving
 from webhooks.admin import WebhookEndpointAdmin
+from webhooks.endpoints import endpoint_secret_add, endpoint_secret_delete, endpoint_secret_remove, secret_expiry_parse
 from webhooks.exceptions import InvalidSecret, InvalidSignature, UnknownEndpoint
 from webhooks.models import EndpointSecret, WebhookEndpoint, WebhookEvent
-from webhooks.services import (
-    endpoint_secret_add,
-    endpoint_secret_delete,
-    endpoint_secret_remove,
-    secret_expiry_parse,
-    webhook_event_receive,
-)
+from webhooks.receiving import webhook_event_receive
 
 pytestmark = pytest.mark.django_db
 
@@ -52,17 +47,17 @@ class _OtherProcess:
     """Keeps the key cache as a web process that did not make the change would have it."""
 
     def __enter__(self):
-        self.saved = dict(webhook_services._endpoint_cache)
+        self.saved = dict(receiving._endpoint_cache)
         return self
 
     def __exit__(self, *exc):
-        webhook_services._endpoint_cache.clear()
-        webhook_services._endpoint_cache.update(self.saved)
+        receiving._endpoint_cache.clear()
+        receiving._endpoint_cache.update(self.saved)
 
 
 def _warm(secret: str, slug: str = "stripe") -> None:
     assert _receive(secret, slug).created
-    assert slug in webhook_services._endpoint_cache
+    assert slug in receiving._endpoint_cache
 
 
 # --- Taking effect on the next request ------------------------------------------------------------
@@ -74,9 +69,9 @@ def test_a_secret_added_elsewhere_verifies_on_the_next_request(stripe_endpoint, 
     with _OtherProcess():
         endpoint_secret_add(endpoint=stripe_endpoint, secret=new)
 
-    assert webhook_services._endpoint_cache["stripe"].version == 1  # still the stale copy (as created)
+    assert receiving._endpoint_cache["stripe"].version == 1  # still the stale copy (as created)
     assert _receive(new).created
-    assert webhook_services._endpoint_cache["stripe"].version == 2
+    assert receiving._endpoint_cache["stripe"].version == 2
 
 
 def test_a_secret_removed_elsewhere_refuses_on_the_next_request(stripe_endpoint, stripe_secret):
@@ -143,8 +138,8 @@ def test_a_roll_keeps_an_earlier_expiry(stripe_endpoint):
     rows = {row.fingerprint: row for row in EndpointSecret.objects.filter(endpoint=stripe_endpoint)}
     original = next(row for row in rows.values() if row.created_at == min(r.created_at for r in rows.values()))
     assert original.expires_at < timezone.now() + timedelta(hours=2)
-    assert rows[webhook_services.secret_fingerprint(first)].expires_at > timezone.now() + timedelta(days=6)
-    assert rows[webhook_services.secret_fingerprint(second)].expires_at is None
+    assert rows[endpoints.secret_fingerprint(first)].expires_at > timezone.now() + timedelta(days=6)
+    assert rows[endpoints.secret_fingerprint(second)].expires_at is None
 
 
 def test_every_secret_change_bumps_the_endpoint_version(stripe_endpoint, stripe_secret):
@@ -215,14 +210,14 @@ def test_after_a_blind_index_key_rotation_remove_finds_the_right_row(stripe_endp
     keep = _new_secret()
     endpoint_secret_add(endpoint=stripe_endpoint, secret=keep)
     _warm(stripe_secret)
-    old_fingerprint = webhook_services.secret_fingerprint(stripe_secret)
+    old_fingerprint = endpoints.secret_fingerprint(stripe_secret)
     settings.BLIND_INDEX_KEY = "a-rotated-blind-index-key"
 
     with _OtherProcess():
         removed = endpoint_secret_remove(endpoint=stripe_endpoint, secret=stripe_secret)
 
     assert removed.fingerprint == old_fingerprint
-    assert webhook_services.endpoint_secrets_decrypted(endpoint=stripe_endpoint) == [keep]
+    assert endpoints.endpoint_secrets_decrypted(endpoint=stripe_endpoint) == [keep]
     with pytest.raises(InvalidSignature):
         _receive(stripe_secret)
     assert _receive(keep).created
@@ -273,10 +268,10 @@ def test_each_change_is_audited_with_fingerprints_only(stripe_endpoint, stripe_s
     assert [e.action for e in entries] == ["endpoint.secret_added", "endpoint.secret_added", "endpoint.secret_removed"]
     created, added, removed = entries
     assert all(e.actor == "system" for e in entries)
-    assert added.data["key_fingerprint"] == webhook_services.secret_fingerprint(new)
-    assert added.data["expiring_key_fingerprints"] == [webhook_services.secret_fingerprint(stripe_secret)]
+    assert added.data["key_fingerprint"] == endpoints.secret_fingerprint(new)
+    assert added.data["expiring_key_fingerprints"] == [endpoints.secret_fingerprint(stripe_secret)]
     assert added.data["others_expire_at"]
-    assert removed.data["key_fingerprint"] == webhook_services.secret_fingerprint(stripe_secret)
+    assert removed.data["key_fingerprint"] == endpoints.secret_fingerprint(stripe_secret)
     assert removed.data["slug"] == "stripe" and removed.data["source"] == "test"
     dumped = json.dumps([e.data for e in entries])
     for secret in (stripe_secret, new):

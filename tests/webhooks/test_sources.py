@@ -151,8 +151,8 @@ def test_set_sources_replaces_the_allowlist_and_takes_effect(guarded, stripe_sec
 
 
 def test_the_service_refuses_an_unknown_mode(stripe_secret):
+    from webhooks.endpoints import webhook_endpoint_create
     from webhooks.exceptions import WebhookError
-    from webhooks.services import webhook_endpoint_create
 
     with pytest.raises(WebhookError):
         webhook_endpoint_create(slug="shop", scheme="stripe", secret=stripe_secret, mode="sandbox")

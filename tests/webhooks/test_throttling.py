@@ -186,7 +186,7 @@ def test_the_limits_hold_across_gunicorn_workers(cache, transactional_db, stripe
     """Two gunicorn workers, one counter: once the limit is spent, both workers answer 429 — also one
     that granted fewer than the limit itself. `file` is the embedded default of `make run` (no Redis)."""
     from tests.support.processes import web_start
-    from webhooks.services import webhook_endpoint_create
+    from webhooks.endpoints import webhook_endpoint_create
 
     webhook_endpoint_create(slug="stripe", scheme="stripe", secret=stripe_secret)
     access_log = tmp_path / "access.log"

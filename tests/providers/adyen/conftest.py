@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from fulfillment.services import catalog_import
 from providers.adyen.samples import SAMPLE_PRICE_ID
 from tests.providers.adyen.notifications import KEY
-from webhooks.services import webhook_endpoint_create
+from webhooks.endpoints import webhook_endpoint_create
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ from providers import scheme_get
 from providers.adyen import samples
 from tests.conftest import post_json
 from tests.providers.adyen import notifications as n
+from webhooks.endpoints import endpoint_secret_add
 from webhooks.models import WebhookEvent
-from webhooks.services import endpoint_secret_add, webhook_event_process
+from webhooks.processing import webhook_event_process
 
 pytestmark = pytest.mark.django_db
 

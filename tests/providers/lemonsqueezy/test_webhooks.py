@@ -14,8 +14,10 @@ from providers import scheme_get
 from providers.lemonsqueezy import samples
 from tests.conftest import post_json
 from tests.providers.lemonsqueezy import events as ls
+from webhooks.endpoints import webhook_endpoint_create
 from webhooks.models import DeadLetter, WebhookEvent
-from webhooks.services import webhook_endpoint_create, webhook_event_headers, webhook_event_process
+from webhooks.processing import webhook_event_process
+from webhooks.receiving import webhook_event_headers
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,9 @@ from fulfillment.services import catalog_import
 from providers import scheme_get
 from providers.paddle import samples
 from tests.conftest import post_json
-from webhooks import services as webhook_services
+from webhooks import endpoints
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_event_process
+from webhooks.processing import webhook_event_process
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +35,7 @@ T = datetime.now(UTC) - timedelta(hours=1)  # recent: billing periods must not h
 
 @pytest.fixture
 def endpoint(db):
-    return webhook_services.webhook_endpoint_create(slug="paddle", scheme="paddle", secret=SECRET)
+    return endpoints.webhook_endpoint_create(slug="paddle", scheme="paddle", secret=SECRET)
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_a_missing_header_and_a_hostile_one_are_refused(client, endpoint):
 
 
 def test_after_a_rotation_both_secrets_verify(client, endpoint):
-    webhook_services.endpoint_secret_add(endpoint=endpoint, secret=NEW_SECRET, actor="system", source="test")
+    endpoints.endpoint_secret_add(endpoint=endpoint, secret=NEW_SECRET, actor="system", source="test")
 
     old = _post(client, _event("transaction.completed", at=T))
     new = _post(client, _event("transaction.completed", at=T), secret=NEW_SECRET)

@@ -7,8 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.support.processes import web_start
+from webhooks.endpoints import webhook_endpoint_create
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_endpoint_create, webhook_event_headers
+from webhooks.receiving import webhook_event_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,9 +19,9 @@ from providers import scheme_get
 from providers.paypal import samples
 from tests.conftest import post_json
 from tests.providers.paypal.conftest import paypal_signature
-from webhooks import services as webhook_services
+from webhooks import endpoints
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_event_process
+from webhooks.processing import webhook_event_process
 
 pytestmark = pytest.mark.django_db
 WEBHOOK_ID = "8PT597110X687430LKGECATA"
@@ -30,7 +30,7 @@ T = datetime.now(UTC) - timedelta(hours=1)
 
 @pytest.fixture
 def paypal_endpoint(db):
-    return webhook_services.webhook_endpoint_create(slug="paypal", scheme="paypal", secret=WEBHOOK_ID)
+    return endpoints.webhook_endpoint_create(slug="paypal", scheme="paypal", secret=WEBHOOK_ID)
 
 
 @pytest.fixture
@@ -230,7 +230,7 @@ def test_send_test_webhook_with_a_test_key_is_accepted_by_a_running_server(live_
     from cryptography.hazmat.primitives import serialization
     from django.core.management import call_command
 
-    webhook_services.webhook_endpoint_create(slug="paypal", scheme="paypal", secret=WEBHOOK_ID)
+    endpoints.webhook_endpoint_create(slug="paypal", scheme="paypal", secret=WEBHOOK_ID)
     key_file = tmp_path / "paypal-test-key.pem"
     key_file.write_bytes(pki.signing_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from tests.support.processes import free_port, web_start
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_event_body, webhook_event_headers
+from webhooks.receiving import webhook_event_body, webhook_event_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

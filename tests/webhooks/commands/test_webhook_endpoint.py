@@ -7,8 +7,8 @@ import pytest
 
 from config import encryption
 from tests.webhooks.commands.webhook_endpoint_command import webhook_endpoint_error, webhook_endpoint_run
+from webhooks.endpoints import endpoint_secrets_decrypted
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.services import endpoint_secrets_decrypted
 
 pytestmark = pytest.mark.django_db
 
@@ -104,9 +104,9 @@ def test_removing_from_an_unknown_slug_is_a_one_line_error(stripe_secret):
 
 
 def test_an_unknown_scheme_is_a_one_line_error(stripe_secret):
-    message = webhook_endpoint_error("create", "shop", "--scheme", "paypal", "--secret", stripe_secret)
+    message = webhook_endpoint_error("create", "shop", "--scheme", "worldpay", "--secret", stripe_secret)
 
-    assert "paypal" in message
+    assert "worldpay" in message and "adyen" in message, "names the schemes it knows"
     assert not WebhookEndpoint.objects.exists()
 
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from tests.webhooks.commands.webhook_endpoint_command import webhook_endpoint_error, webhook_endpoint_run
+from webhooks.endpoints import endpoint_secrets_decrypted
 from webhooks.models import EndpointSecret, WebhookEndpoint
-from webhooks.services import endpoint_secrets_decrypted
 
 pytestmark = pytest.mark.django_db
 

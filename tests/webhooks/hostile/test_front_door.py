@@ -198,7 +198,7 @@ def test_an_error_report_of_a_failed_verification_shows_neither_the_body_nor_a_s
 ):
     from django.views.debug import ExceptionReporter
 
-    from webhooks.services import webhook_event_receive
+    from webhooks.receiving import webhook_event_receive
 
     def explode(macs, signatures):
         raise RuntimeError("boom")

@@ -25,8 +25,8 @@ from providers import scheme_get
 from providers.base import MAX_SIGNATURE_ENTRIES
 from tests.support.processes import process_env, web_start
 from tests.webhooks.hostile.bodies import HOSTILE_BODIES, STANDARD_ACCEPTS, valid_event
+from webhooks.endpoints import webhook_endpoint_create
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_endpoint_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -13,8 +13,9 @@ import time_machine
 from providers.standard import samples as standard_samples
 from providers.stripe import samples
 from tests.conftest import post_json, signed_headers
+from webhooks.endpoints import endpoint_secret_add, endpoint_secret_remove
 from webhooks.models import WebhookEndpoint, WebhookEvent
-from webhooks.services import endpoint_secret_add, endpoint_secret_remove, webhook_event_body, webhook_event_headers
+from webhooks.receiving import webhook_event_body, webhook_event_headers
 
 pytestmark = pytest.mark.django_db
 

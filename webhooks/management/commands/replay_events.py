@@ -7,9 +7,9 @@ from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
 from webhooks.deadletters import webhook_events_for_replay, webhook_events_reprocess_bulk
+from webhooks.endpoints import webhook_endpoint_get
 from webhooks.exceptions import EndpointNotFound
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_endpoint_get
 
 # Events per transaction: small enough to keep row locks short and the progress bar moving.
 CHUNK_SIZE = 1000

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from providers import scheme_get
+from webhooks.endpoints import endpoint_secrets_decrypted, webhook_endpoint_get
 from webhooks.exceptions import WebhookError
-from webhooks.services import endpoint_secrets_decrypted, webhook_endpoint_get
 
 
 class Command(BaseCommand):

@@ -4,9 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from providers import SCHEMES
-from webhooks.exceptions import WebhookError
-from webhooks.models import WebhookEndpoint
-from webhooks.services import (
+from webhooks.endpoints import (
     endpoint_secret_add,
     endpoint_secret_remove,
     secret_expiry_parse,
@@ -14,6 +12,8 @@ from webhooks.services import (
     webhook_endpoint_get,
     webhook_endpoint_update,
 )
+from webhooks.exceptions import WebhookError
+from webhooks.models import WebhookEndpoint
 
 
 def _secret_arguments(parser) -> None:

@@ -1,0 +1,208 @@
+"""Receiving: verify a delivery over its raw bytes with the endpoint's current keys and store each
+event it carries exactly once (`<slug>:<provider event id>`), encrypted at rest. Answers in one
+round trip on the hot path; nothing is stored for a delivery that does not verify."""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import OperationalError
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from config import encryption
+from config.db import row_insert_new_if_current
+from providers import SigningKey, VerifiedDelivery, scheme_get
+from webhooks import metrics
+from webhooks.exceptions import (
+    IdempotencyConflict,
+    InvalidPayload,
+    InvalidSignature,
+    SignatureError,
+    UnknownEndpoint,
+)
+from webhooks.models import WebhookEndpoint, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class _EndpointKeys:
+    """An endpoint's parsed keys as of `version`, each with its expiry (epoch seconds or None)."""
+
+    id: int
+    slug: str
+    scheme: str
+    version: int
+    keys: tuple[tuple[SigningKey, float | None], ...]
+
+    def keys_active(self, now: float) -> tuple[SigningKey, ...]:
+        return tuple(key for key, expires in self.keys if expires is None or now < expires)
+
+
+# Per process, no lifetime: an entry is used until the database says its version is stale.
+_endpoint_cache: dict[str, _EndpointKeys] = {}
+
+
+def endpoint_cache_clear() -> None:
+    _endpoint_cache.clear()
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def _endpoint_keys_load(slug: str) -> _EndpointKeys:
+    endpoint = WebhookEndpoint.objects.filter(slug=slug, is_active=True).prefetch_related("secrets").first()
+    if endpoint is None:
+        _endpoint_cache.pop(slug, None)
+        raise UnknownEndpoint("no active endpoint with this slug")
+    scheme = scheme_get(endpoint.scheme)
+    keys = tuple(
+        (scheme.secret_parse(encryption.decrypt(row.value_encrypted).decode()), row.expires_at.timestamp() if row.expires_at else None)
+        for row in endpoint.secrets.all()
+    )
+    entry = _EndpointKeys(endpoint.id, endpoint.slug, endpoint.scheme, endpoint.secrets_version, keys)
+    _endpoint_cache[slug] = entry
+    return entry
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def _endpoint_keys_get(slug: str) -> tuple[_EndpointKeys, bool]:
+    """The endpoint's keys from this process's cache (loaded on first use); and whether they came
+    from the cache, i.e. may be stale."""
+    cached = _endpoint_cache.get(slug)
+    if cached is not None:
+        return cached, True
+    return _endpoint_keys_load(slug), False
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def _endpoint_keys_current(entry: _EndpointKeys) -> _EndpointKeys | None:
+    """After cached keys failed to verify: a fresh copy if the endpoint changed since, else None.
+    One indexed read when nothing changed, so a refusal stays cheap."""
+    current = WebhookEndpoint.objects.filter(pk=entry.id, is_active=True).values_list("secrets_version", flat=True).first()
+    if current == entry.version:
+        return None
+    return _endpoint_keys_load(entry.slug)
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def _verify(entry: _EndpointKeys, *, body: bytes, headers) -> list[VerifiedDelivery]:
+    now = time.time()
+    return scheme_get(entry.scheme).verify_all(
+        headers=headers, body=body, keys=entry.keys_active(now), tolerance=settings.WEBHOOK_TOLERANCE_SECONDS, now=now
+    )
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def _verify_current(entry: _EndpointKeys, cached: bool, *, body: bytes, headers) -> tuple[_EndpointKeys, list[VerifiedDelivery]]:
+    """Verify with `entry`; if cached keys find no matching signature, re-check once against the
+    database (a secret added in another process verifies on its very next request)."""
+    try:
+        return entry, _verify(entry, body=body, headers=headers)
+    except InvalidSignature:
+        if not cached:
+            raise
+        fresh = _endpoint_keys_current(entry)
+        if fresh is None:
+            raise
+    return fresh, _verify(fresh, body=body, headers=headers)
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    event_id: str  # the stored event (the first one, when a request delivers several)
+    created: bool  # stored now, not a redelivery (any of them, when several)
+    answer: bytes | None = None  # the provider's expected 2xx body, when it has its own
+
+
+@sensitive_variables()  # every local: keys, secrets, the body
+def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
+    """Verify a delivery over its raw bytes and store each event it carries once, under
+    `<slug>:<provider event id>` (one per request for every scheme but Adyen's item lists).
+
+    Raises a WebhookError for every refusal; nothing is stored unless the signature verifies.
+
+    Keys come from a per-process cache with the endpoint's `secrets_version`; the INSERT happens
+    only if that version is still current (same statement), so a secret removed or expired by a
+    roll in another process refuses from its next request on, at no extra round trip. A stale
+    version reloads the keys and verifies again (at most twice: each reload reads committed state);
+    events a stale pass already stored come back as duplicates of themselves.
+    """
+    entry, cached = _endpoint_keys_get(slug)
+    for _ in range(3):
+        try:
+            entry, deliveries = _verify_current(entry, cached, body=body, headers=headers)
+        except SignatureError as exc:
+            metrics.signature_failures.labels(endpoint=entry.slug, reason=exc.code).inc()
+            logger.warning("webhook refused: endpoint=%s reason=%s", entry.slug, exc.code)
+            raise
+        if not deliveries:
+            raise InvalidPayload("the body carries no event")
+        scheme = scheme_get(entry.scheme)
+        stored = []
+        for delivery in deliveries:
+            event, inserted, current = _event_insert(entry, scheme, delivery, body)
+            if current != entry.version:
+                break
+            stored.append((event, inserted))
+        else:
+            break
+        # Stale keys (or the endpoint was deactivated or replaced): verify again with what is current.
+        entry, cached = _endpoint_keys_load(slug), False
+    else:
+        # Two more secret changes landed during this request: answer 503 (retry), store nothing new.
+        raise OperationalError("the endpoint's secrets changed while the request was verified")
+    results = [_stored_or_duplicate(entry, event, inserted) for event, inserted in stored]
+    return ReceiveResult(event_id=results[0][0], created=any(created for _, created in results), answer=scheme.accepted_answer)
+
+
+@sensitive_variables("body")
+def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body: bytes):
+    event = WebhookEvent(
+        endpoint_id=entry.id,
+        idempotency_key=f"{entry.slug}:{delivery.provider_event_id}",
+        provider_event_id=delivery.provider_event_id,
+        event_type=delivery.event_type,
+        content_hash=scheme.content_hash(delivery.payload),
+        body_encrypted=encryption.encrypt(body),
+        headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
+        received_at=timezone.now(),
+        provider_created_at=delivery.provider_created_at,
+    )
+    inserted, current = row_insert_new_if_current(
+        event, conflict_fields=("idempotency_key",), owner=WebhookEndpoint, owner_id=entry.id,
+        version_field="secrets_version", version=entry.version, live_field="is_active",
+    )
+    return event, inserted, current
+
+
+def _stored_or_duplicate(entry: _EndpointKeys, event: WebhookEvent, inserted) -> tuple[str, bool]:
+    """(event id, created): a new row, or the stored one when its content matches; a 409 otherwise."""
+    if inserted is not None:
+        metrics.events_received.labels(endpoint=entry.slug, outcome="accepted").inc()
+        return str(event.id), True
+    existing_id, existing_hash = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key).values_list(
+        "id", "content_hash"
+    ).get()
+    if existing_hash != event.content_hash:
+        metrics.events_received.labels(endpoint=entry.slug, outcome="conflict").inc()
+        logger.warning("idempotency conflict: endpoint=%s event=%s", entry.slug, existing_id)
+        raise IdempotencyConflict(
+            "this idempotency key was stored with different content", extra={"event_id": str(existing_id)}
+        )
+    metrics.events_received.labels(endpoint=entry.slug, outcome="duplicate").inc()
+    return str(existing_id), False
+
+
+def _headers_serialize(headers: dict[str, str]) -> bytes:
+    return json.dumps(headers, separators=(",", ":")).encode()
+
+
+def webhook_event_body(*, event: WebhookEvent) -> bytes:
+    return encryption.decrypt(event.body_encrypted)
+
+
+def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
+    return json.loads(encryption.decrypt(event.headers_encrypted))
