@@ -267,11 +267,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS,
     },
 }
-# The watch logs a warning when the dead-letter table holds this many open rows, or when the
-# oldest unfinished event is older than this.
 # E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
 # however short: the worker and the recovery task both claim a row before sending, and one wins.
 NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SECONDS", default=15.0)
+# The watch logs a warning when the dead-letter table holds this many open rows, or when the
+# oldest unfinished event is older than this. Any dead letter needs a human, so one is enough; an
+# event unfinished after ten minutes means workers are down or stuck (the sweep alone re-dispatches
+# within WEBHOOK_REDISPATCH_*).
 DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
 

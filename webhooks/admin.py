@@ -342,7 +342,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             # The event is dead-lettered, often because mapping it fails: the page must still render.
             logger.info("canonical events unavailable for dead letter %s: %s", obj.pk, type(exc).__name__)
             return f"not available ({type(exc).__name__})"
-        return _pre(json.dumps(events, indent=2, sort_keys=True, default=_jsonable))
+        return _pre(json.dumps(events, indent=2, sort_keys=True))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**(extra_context or {}), "can_operate": self.has_operate_permission(request)}
@@ -382,13 +382,6 @@ class DeadLetterAdmin(admin.ModelAdmin):
             preview_rows=lambda qs: list(qs.values_list("id", "task_name", "error_type", "status")[:20]),
             apply=apply, form_id="dead-letter-note-form",
         )
-
-
-def _jsonable(value):
-    for attr in ("model_dump", "to_dict", "as_dict"):
-        if callable(getattr(value, attr, None)):
-            return getattr(value, attr)()
-    return getattr(value, "__dict__", None) or str(value)
 
 
 # --- Admin index: the failure path at a glance ------------------------------------------------------------

@@ -6,8 +6,8 @@ Replay never performs an effect itself: it puts the event back to `received` and
 same Celery task as a first delivery, whose effects are idempotent on their own keys, so a replay
 of work that already succeeded produces nothing new.
 
-Bulk variants are set-based (a fixed number of statements whatever the row count) so that an
-operator can act on 10,000 rows from the admin without timing out the request.
+Each action is written once, set-based over a queryset; acting on one row is that same action over
+a one-row queryset (see "Operator actions").
 """
 
 import hashlib
@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.redaction import redact_text
@@ -44,8 +44,6 @@ EVENT_REPROCESSABLE = (
     WebhookEvent.Status.DEAD,
 )
 EVENT_UNFINISHED = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED)
-# Replayed rows may still be closed by hand (the replay worked, or the operator gives up on it).
-CLOSABLE = (DeadLetter.Status.OPEN, DeadLetter.Status.REPLAYED)
 
 
 # --- Errors -------------------------------------------------------------------------------------------
@@ -270,152 +268,117 @@ def dead_letter_record(
     return row
 
 
-# --- Operator actions on one row -----------------------------------------------------------------------
+# --- Operator actions -----------------------------------------------------------------------------------
+# Each action is written once, over a queryset, and is set-based (a fixed number of statements
+# whatever the row count) so that an operator can act on 10,000 rows from the admin without timing
+# out the request. The action on one row (API) is the same function over a one-row queryset, which
+# then says why the row was refused instead of counting it as skipped.
+
+# Replayed rows may still be closed by hand (the replay worked, or the operator gives up on it).
+CLOSABLE = Q(status__in=(DeadLetter.Status.OPEN, DeadLetter.Status.REPLAYED))
+REPLAYABLE = Q(status=DeadLetter.Status.OPEN, event__isnull=False)
 
 
-def _row_lock(dead_letter: DeadLetter) -> DeadLetter:
-    return DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-
-
-@transaction.atomic
-def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> DeadLetter:
-    """Re-run the dead letter's event through processing; only open rows with a stored event."""
-    row = _row_lock(dead_letter)
-    if row.status != DeadLetter.Status.OPEN:
-        raise DeadLetterNotOpen(f"dead letter {row.id} is {row.status}; only open dead letters can be replayed")
-    if row.event_id is None:
-        raise DeadLetterNotReplayable(f"dead letter {row.id} has no stored event to replay")
-    now = timezone.now()
-    row.status = DeadLetter.Status.REPLAYED
-    row.acted_by = user
-    row.acted_at = now
-    row.note = redact_text((note or "").strip())
-    row.save(update_fields=["status", "acted_by", "acted_at", "note"])
-    _events_reset([row.event_id], now)
-    audit_entry_append(
-        action="dlq.replayed",
-        actor=_actor(user),
-        event_id=str(row.event_id),
-        data=_audit_data(dead_letter_id=row.id, task_name=row.task_name, note=row.note),
-        dedup_key=f"dlq.replayed:{row.id}:{row.occurrences}",
-    )
-    event_ids = [str(row.event_id)]
-    transaction.on_commit(lambda: _events_enqueue(event_ids))
-    return row
-
-
-def _close(*, dead_letter: DeadLetter, user, note: str, status: str, action: str) -> DeadLetter:
-    note = _note_clean(note)
-    with transaction.atomic():
-        row = _row_lock(dead_letter)
-        if row.status not in CLOSABLE:
-            raise DeadLetterClosed(f"dead letter {row.id} is already {row.status}")
-        row.status = status
-        row.acted_by = user
-        row.acted_at = timezone.now()
-        row.note = note
-        row.save(update_fields=["status", "acted_by", "acted_at", "note"])
-        audit_entry_append(
-            action=action,
-            actor=_actor(user),
-            event_id=str(row.event_id) if row.event_id else None,
-            data=_audit_data(dead_letter_id=row.id, task_name=row.task_name, note=note),
-            dedup_key=f"{action}:{row.id}:{row.occurrences}",
-        )
-    return row
-
-
-def dead_letter_resolve(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
-    """Close a dead letter whose cause was put right by other means (the note says how)."""
-    return _close(dead_letter=dead_letter, user=user, note=note, status=DeadLetter.Status.RESOLVED, action="dlq.resolved")
-
-
-def dead_letter_discard(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
-    """Close a dead letter that should never be processed (the note says why)."""
-    return _close(dead_letter=dead_letter, user=user, note=note, status=DeadLetter.Status.DISCARDED, action="dlq.discarded")
-
-
-# --- Operator actions on many rows ----------------------------------------------------------------------
-
-
-def _selected_ids(queryset: QuerySet) -> QuerySet:
+def _rows_lock(queryset: QuerySet, eligible: Q, *fields: str, skip_locked: bool = False) -> tuple[int, list[tuple]]:
+    """How many rows `queryset` selects, and the `fields` of its `eligible` rows, locked in pk order."""
     # A fresh queryset over the caller's pks: the caller's may carry joins, ordering or
     # select_related that FOR UPDATE cannot lock.
-    return queryset.order_by().values("pk")
+    selected = queryset.model.objects.filter(pk__in=queryset.order_by().values("pk"))
+    total = selected.count()
+    rows = list(selected.filter(eligible).select_for_update(skip_locked=skip_locked).order_by("pk").values_list(*fields))
+    return total, rows
+
+
+# What an action needs of each dead letter, in `_rows_act` and `_rows_audit` order.
+_ROW_FIELDS = ("id", "event_id", "task_name", "occurrences")
+
+
+def _rows_act(rows: list[tuple], *, status: str, user, note: str, now) -> None:
+    DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(status=status, acted_by=user, acted_at=now, note=note)
+
+
+def _rows_audit(rows: list[tuple], *, action: str, user, note: str) -> None:
+    # Deduplicated on (row, occurrences): a row reopened by a new failure can be acted on again.
+    audit_entries_append(
+        entries=[
+            {
+                "action": action,
+                "actor": _actor(user),
+                "event_id": str(event_id) if event_id else None,
+                "data": _audit_data(dead_letter_id=row_id, task_name=task_name, note=note),
+                "dedup_key": f"{action}:{row_id}:{occurrences}",
+            }
+            for row_id, event_id, task_name, occurrences in rows
+        ]
+    )
+
+
+def _one(bulk, *, dead_letter: DeadLetter, refusal, **kwargs) -> DeadLetter:
+    """`bulk` over the one row: the row as it now is, or `refusal(row)` raised if it was skipped."""
+    outcome = bulk(queryset=DeadLetter.objects.filter(pk=dead_letter.pk), **kwargs)
+    row = DeadLetter.objects.get(pk=dead_letter.pk)
+    if not outcome.acted:
+        raise refusal(row)
+    return row
 
 
 def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> BulkOutcome:
-    """Replay every open dead letter (with a stored event) in `queryset`; others are skipped."""
+    """Replay every open dead letter with a stored event in `queryset`; others are skipped."""
+    note = redact_text((note or "").strip())
     now = timezone.now()
-    note = (note or "").strip()
     with transaction.atomic():
-        selected = DeadLetter.objects.filter(pk__in=_selected_ids(queryset))
-        total = selected.count()
-        rows = list(
-            selected.filter(status=DeadLetter.Status.OPEN, event__isnull=False)
-            .select_for_update()
-            .order_by("pk")
-            .values_list("id", "event_id", "task_name", "occurrences")
-        )
+        total, rows = _rows_lock(queryset, REPLAYABLE, *_ROW_FIELDS)
         if rows:
-            DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(
-                status=DeadLetter.Status.REPLAYED, acted_by=user, acted_at=now, note=note
-            )
+            _rows_act(rows, status=DeadLetter.Status.REPLAYED, user=user, note=note, now=now)
             event_ids = list(dict.fromkeys(str(row[1]) for row in rows))
             _events_reset(event_ids, now)
-            audit_entries_append(
-                entries=[
-                    {
-                        "action": "dlq.replayed",
-                        "actor": _actor(user),
-                        "event_id": str(event_id),
-                        "data": _audit_data(dead_letter_id=row_id, task_name=task_name, note=note),
-                        "dedup_key": f"dlq.replayed:{row_id}:{occurrences}",
-                    }
-                    for row_id, event_id, task_name, occurrences in rows
-                ]
-            )
+            _rows_audit(rows, action="dlq.replayed", user=user, note=note)
             transaction.on_commit(lambda: _events_enqueue(event_ids))
     return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+
+
+def _replay_refusal(row: DeadLetter) -> DeadLetterError:
+    if row.status != DeadLetter.Status.OPEN:
+        return DeadLetterNotOpen(f"dead letter {row.id} is {row.status}; only open dead letters can be replayed")
+    return DeadLetterNotReplayable(f"dead letter {row.id} has no stored event to replay")
+
+
+def dead_letter_replay(*, dead_letter: DeadLetter, user, note: str = "") -> DeadLetter:
+    """Re-run the dead letter's event through processing; only open rows with a stored event."""
+    return _one(dead_letter_replay_bulk, dead_letter=dead_letter, refusal=_replay_refusal, user=user, note=note)
 
 
 def _close_bulk(*, queryset: QuerySet, user, note: str, status: str, action: str) -> BulkOutcome:
     note = _note_clean(note)
     now = timezone.now()
     with transaction.atomic():
-        selected = DeadLetter.objects.filter(pk__in=_selected_ids(queryset))
-        total = selected.count()
-        rows = list(
-            selected.filter(status__in=CLOSABLE)
-            .select_for_update()
-            .order_by("pk")
-            .values_list("id", "event_id", "task_name", "occurrences")
-        )
+        total, rows = _rows_lock(queryset, CLOSABLE, *_ROW_FIELDS)
         if rows:
-            DeadLetter.objects.filter(id__in=[row[0] for row in rows]).update(
-                status=status, acted_by=user, acted_at=now, note=note
-            )
-            audit_entries_append(
-                entries=[
-                    {
-                        "action": action,
-                        "actor": _actor(user),
-                        "event_id": str(event_id) if event_id else None,
-                        "data": _audit_data(dead_letter_id=row_id, task_name=task_name, note=note),
-                        "dedup_key": f"{action}:{row_id}:{occurrences}",
-                    }
-                    for row_id, event_id, task_name, occurrences in rows
-                ]
-            )
+            _rows_act(rows, status=status, user=user, note=note, now=now)
+            _rows_audit(rows, action=action, user=user, note=note)
     return BulkOutcome(acted=len(rows), skipped=total - len(rows))
 
 
+def _close_refusal(row: DeadLetter) -> DeadLetterError:
+    return DeadLetterClosed(f"dead letter {row.id} is already {row.status}")
+
+
 def dead_letter_resolve_bulk(*, queryset: QuerySet, user, note: str) -> BulkOutcome:
+    """Close dead letters whose cause was put right by other means (the note says how)."""
     return _close_bulk(queryset=queryset, user=user, note=note, status=DeadLetter.Status.RESOLVED, action="dlq.resolved")
 
 
+def dead_letter_resolve(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
+    return _one(dead_letter_resolve_bulk, dead_letter=dead_letter, refusal=_close_refusal, user=user, note=note)
+
+
 def dead_letter_discard_bulk(*, queryset: QuerySet, user, note: str) -> BulkOutcome:
+    """Close dead letters that should never be processed (the note says why)."""
     return _close_bulk(queryset=queryset, user=user, note=note, status=DeadLetter.Status.DISCARDED, action="dlq.discarded")
+
+
+def dead_letter_discard(*, dead_letter: DeadLetter, user, note: str) -> DeadLetter:
+    return _one(dead_letter_discard_bulk, dead_letter=dead_letter, refusal=_close_refusal, user=user, note=note)
 
 
 # --- Reprocessing stored events -------------------------------------------------------------------------
@@ -429,14 +392,7 @@ def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin
     """
     now = timezone.now()
     with transaction.atomic():
-        selected = WebhookEvent.objects.filter(pk__in=_selected_ids(queryset))
-        total = selected.count()
-        rows = list(
-            selected.filter(status__in=EVENT_REPROCESSABLE)
-            .select_for_update(skip_locked=True)
-            .order_by("pk")
-            .values_list("id", "status")
-        )
+        total, rows = _rows_lock(queryset, Q(status__in=EVENT_REPROCESSABLE), "id", "status", skip_locked=True)
         if rows:
             event_ids = [event_id for event_id, _ in rows]
             _events_reset(event_ids, now)

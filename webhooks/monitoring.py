@@ -9,11 +9,6 @@ from webhooks.deadletters import dead_letter_stats
 
 logger = logging.getLogger(__name__)
 
-# Any dead letter needs a human, so one is enough to warn; an event unfinished after ten minutes
-# means workers are down or stuck (the sweep alone re-dispatches within WEBHOOK_REDISPATCH_*).
-DLQ_WARN_DEPTH_DEFAULT = 1
-DLQ_WARN_OLDEST_SECONDS_DEFAULT = 600
-
 
 @shared_task(name="webhooks.monitoring.dead_letters_watch")
 def dead_letters_watch() -> dict:
@@ -22,8 +17,8 @@ def dead_letters_watch() -> dict:
     The log line carries counts and ages only: never an event's content or an error message.
     """
     stats = dead_letter_stats()
-    depth_limit = getattr(settings, "DLQ_WARN_DEPTH", DLQ_WARN_DEPTH_DEFAULT)
-    age_limit = getattr(settings, "DLQ_WARN_OLDEST_SECONDS", DLQ_WARN_OLDEST_SECONDS_DEFAULT)
+    depth_limit = settings.DLQ_WARN_DEPTH
+    age_limit = settings.DLQ_WARN_OLDEST_SECONDS
     if stats["open"] >= depth_limit:
         logger.warning("dead-letter queue depth %d (threshold %d)", stats["open"], depth_limit)
     oldest = stats["oldest_unprocessed_event_age_seconds"]

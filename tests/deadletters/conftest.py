@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from tests.accounts.factories import token_key_for
 from tests.conftest import celery_queue
 from tests.deadletters.factories import staff_user_create
+from webhooks import deadletters
 
 
 @pytest.fixture
@@ -33,8 +34,6 @@ def token_client(user) -> APIClient:
 @pytest.fixture
 def audit_calls(monkeypatch):
     """Every audit entry the dead-letter code appends (the real audit app still receives them)."""
-    from webhooks import deadletters
-
     calls: list[dict] = []
     single, bulk = deadletters.audit_entry_append, deadletters.audit_entries_append
 

@@ -269,13 +269,9 @@ def test_bulk_replay_counts_what_it_skipped(stripe_endpoint, operator, django_ca
     assert open_row.status == "replayed"
 
 
-def test_an_operator_note_is_stored_on_the_dead_letter_scrubbed(operator):
-    from tests.deadletters.factories import dead_letter_create
-    from tests.webhooks.factories import WebhookEndpointFactory
-    from webhooks.deadletters import dead_letter_resolve
-
+def test_an_operator_note_is_stored_on_the_dead_letter_scrubbed(stripe_endpoint, operator):
     row = dead_letter_resolve(
-        dead_letter=dead_letter_create(endpoint=WebhookEndpointFactory()), user=operator,
+        dead_letter=dead_letter_create(endpoint=stripe_endpoint), user=operator,
         note="refunded by hand; mail carol@example.org, card 4242 4242 4242 4242",
     )
 
