@@ -33,3 +33,9 @@ class InvalidPayload(WebhookError):
 
 class InvalidSecret(WebhookError):
     code = "invalid_secret"
+
+
+class ProviderUnavailable(Exception):
+    """Verification needs something of the provider's that cannot be reached now (PayPal's signing
+    certificate). Not a refusal: the delivery is answered 503, so the provider retries, and it is not
+    counted against the sender as a bad request would be."""

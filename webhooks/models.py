@@ -39,6 +39,7 @@ class EndpointSecret(models.Model):
     class Kind(models.TextChoices):
         HMAC = "hmac", "HMAC secret"
         ED25519_PUBLIC_KEY = "ed25519", "ed25519 public key"
+        WEBHOOK_ID = "webhook_id", "webhook id (PayPal: verified with PayPal's certificate)"
 
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
     kind = models.CharField(max_length=16, choices=Kind.choices)

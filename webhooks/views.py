@@ -6,6 +6,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from providers.exceptions import ProviderUnavailable
 from webhooks.exceptions import MalformedBody, PayloadTooLarge, WebhookError
 from webhooks.receiving import webhook_event_receive
 from webhooks.throttling import webhook_refusal_record, webhook_request_admit
@@ -34,6 +35,9 @@ def webhook_receive(request, slug: str):
     except (OperationalError, InterfaceError) as exc:
         # Never a 2xx that was not stored: the provider retries later.
         logger.error("webhook not stored, database unavailable: endpoint=%s error=%s", slug, type(exc).__name__)
+        return JsonResponse({"error": "unavailable"}, status=503, headers={"Retry-After": "30"})
+    except ProviderUnavailable:
+        logger.error("webhook not stored, the provider's verification material is unreachable: endpoint=%s", slug)
         return JsonResponse({"error": "unavailable"}, status=503, headers={"Retry-After": "30"})
     if result.answer is not None:  # the provider expects its own body (Adyen: `[accepted]`)
         return HttpResponse(result.answer, content_type="text/plain; charset=utf-8")

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from providers.exceptions import InvalidSignature
+from providers.exceptions import InvalidSignature, ProviderUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,9 @@ class CertificateCache:
                 pem = _fetch(host, port, path, context=context, timeout=settings.PAYPAL_CERT_FETCH_TIMEOUT_SECONDS)
             except (OSError, http.client.HTTPException) as exc:
                 logger.warning("PayPal certificate fetch from %s failed: %s", host, type(exc).__name__)
-                raise CertificateRefused("the certificate could not be fetched") from None
+                if isinstance(exc, ssl.SSLCertVerificationError):  # the host itself is not who it says
+                    raise CertificateRefused("the certificate host's TLS certificate is not trusted") from None
+                raise ProviderUnavailable("PayPal's certificate could not be fetched") from None
             leaf = _chain_verify(pem, store=store, subject_names=subject_names, at=datetime.fromtimestamp(now, UTC))
             logger.info("PayPal certificate fetched from %s in %.3f s", host, time.monotonic() - started)
             expires = min(now + settings.PAYPAL_CERT_CACHE_SECONDS, leaf.not_valid_after_utc.timestamp())

@@ -93,7 +93,7 @@ class PayPalScheme(Scheme):
             raise InvalidSecret("a PayPal endpoint's secret is its webhook id: letters and digits, up to 64")
         # Kind "hmac": EndpointSecret.Kind has no PayPal choice, and adding one is a migration of
         # webhooks. The material is the webhook id, which goes into the signed string, not a MAC key.
-        return SigningKey(kind="hmac", material=secret.encode())
+        return SigningKey(kind="webhook_id", material=secret.encode())
 
     @sensitive_variables("body", "keys", "payload")
     def verify(self, *, headers, body, keys, tolerance, now):
@@ -110,7 +110,7 @@ class PayPalScheme(Scheme):
         if sent_at is None:
             raise MalformedSignature("PAYPAL-TRANSMISSION-TIME is not an RFC 3339 time")
         signature = _signature_decode(values[SIG_HEADER])
-        webhook_ids = [key.material.decode() for key in keys if key.kind == "hmac"]
+        webhook_ids = [key.material.decode() for key in keys if key.kind == "webhook_id"]
         if not webhook_ids:
             raise InvalidSignature("the endpoint has no PayPal webhook id")
         # Raises (400 invalid_signature) for a URL off the allow-list before any network access.

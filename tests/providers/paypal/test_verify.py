@@ -14,6 +14,7 @@ from providers.exceptions import (
     InvalidSignature,
     MalformedSignature,
     MissingSignature,
+    ProviderUnavailable,
     TimestampOutOfTolerance,
 )
 from providers.paypal import samples
@@ -347,3 +348,18 @@ def test_the_signed_string_uses_the_bodys_crc32_as_an_unsigned_decimal():
     assert signed_message(transmission_id="t-1", transmission_time="2026-01-01T00:00:00Z", webhook_id="W1", crc=1095738169) == (
         b"t-1|2026-01-01T00:00:00Z|W1|1095738169"
     )
+
+
+def test_an_unreachable_certificate_host_is_unavailable_not_a_bad_signature(pki, cert_server, settings):
+    from tests.support.processes import free_port
+
+    closed = f"localhost:{free_port()}"  # allow-listed, but nothing listens there
+    settings.PAYPAL_CERT_URL_HOSTS = [*settings.PAYPAL_CERT_URL_HOSTS, closed]
+    body = _body()
+    headers = _headers(pki.signing_key, body, cert_url=f"https://{closed}/cert.pem")
+
+    with pytest.raises(ProviderUnavailable):
+        _verify(headers, body)
+    # Not remembered: the next delivery tries again, and verifies once the host answers.
+    good = _headers(pki.signing_key, body, cert_url=cert_server.url("cert.pem"))
+    assert _verify(good, body).provider_event_id == json.loads(body)["id"]

@@ -122,6 +122,19 @@ def test_a_certificate_not_chaining_to_the_configured_ca_is_refused(post, pki):
     assert response.status_code == 400 and response.json() == {"error": "invalid_signature"}
 
 
+def test_an_unreachable_certificate_host_answers_503_so_paypal_retries(post, settings):
+    from tests.support.processes import free_port
+
+    closed = f"localhost:{free_port()}"  # allow-listed, but nothing listens there
+    settings.PAYPAL_CERT_URL_HOSTS = [*settings.PAYPAL_CERT_URL_HOSTS, closed]
+
+    response = post(_event("CHECKOUT.ORDER.COMPLETED"), cert=f"https://{closed}/cert.pem")
+
+    assert response.status_code == 503 and response.json() == {"error": "unavailable"}
+    assert response.headers["Retry-After"] == "30"
+    assert not WebhookEvent.objects.exists()
+
+
 def test_missing_and_unsupported_headers(client, paypal_endpoint):
     response = post_json(client, "/webhooks/paypal/", b"{}", {})
     assert response.status_code == 400 and response.json() == {"error": "missing_signature"}
