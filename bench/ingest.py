@@ -28,8 +28,7 @@ import argparse
 import asyncio
 import base64
 import collections
-import hashlib
-import hmac
+import contextlib
 import json
 import os
 import platform
@@ -37,8 +36,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,8 +45,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procstat import machine_busy, proc_children, proc_cpu_seconds  # noqa: E402
-from providers.stripe import samples  # noqa: E402  (stdlib only: no Django set-up needed)
+from bench.procstat import (  # noqa: E402
+    machine_busy,
+    proc_children,
+    proc_cpu_seconds,
+    proc_tree_cpu_seconds,
+)
+from bench.store import Broker, Store  # noqa: E402
+from providers import scheme_get  # noqa: E402  (no Django set-up needed)
+from providers.stripe import samples  # noqa: E402
+from tests.support.processes import Process, procfile_web_start  # noqa: E402
 
 IDEAL_TABLE_SQL = """
 CREATE TABLE bench_ideal_event (
@@ -123,18 +128,16 @@ def redelivered(body: bytes) -> bytes:
 
 
 def requests_sign(items: list[tuple[str, bytes]], *, secret: str, path: str, port: int) -> list[bytes]:
-    timestamp = str(int(time.time())).encode()
-    key = secret.encode()
+    """Whole HTTP requests, signed now by Stripe's own signer: before a phase, never while it runs."""
+    stripe = scheme_get("stripe")
+    timestamp = int(time.time())
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n"
     head += "Content-Type: application/json; charset=utf-8\r\nAccept: */*; q=0.5, application/xml\r\nConnection: close\r\n"
-    head = head.encode()
     out = []
-    for _, body in items:
-        signature = hmac.new(key, timestamp + b"." + body, hashlib.sha256).hexdigest().encode()
-        out.append(
-            head + b"Stripe-Signature: t=" + timestamp + b",v1=" + signature + b"\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+    for event_id, body in items:
+        body, headers = stripe.signed_request(secret=secret, body=body, timestamp=timestamp, event_id=event_id)
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        out.append(f"{head}{fields}Content-Length: {len(body)}\r\n\r\n".encode() + body)
     return out
 
 
@@ -262,148 +265,16 @@ def async_run(coro):
 # --- Processes, CPU accounting ----------------------------------------------------------------------
 
 
+@dataclass
 class Web:
-    """The Procfile's `web` line, started alone (optionally with another WSGI module)."""
+    """The Procfile's `web` line while it runs (tests.support.processes started it)."""
 
-    def __init__(self, *, env: dict, workers: int, port: int, wsgi: str, log_path: Path):
-        procfile = (ROOT / "Procfile").read_text().splitlines()
-        line = next(line for line in procfile if line.startswith("web:")).split(":", 1)[1].strip()
-        if wsgi != "config.wsgi:application":
-            assert "config.wsgi:application" in line, line
-            line = line.replace("config.wsgi:application", wsgi)
-        self.command = line
-        self.port, self.workers, self.wsgi = port, workers, wsgi
-        self.env = {**env, "WEB_CONCURRENCY": str(workers), "BIND": f"127.0.0.1:{port}", "PORT": str(port)}
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self):
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["bash", "-c", "exec " + self.command], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"web exited with {self.proc.returncode}; see {self.log_path}")
-            if len(self.worker_pids()) == self.workers and _get_status(self.port, "/healthz") == 200:
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"web did not become ready in 60 s; see {self.log_path}")
-
-    def worker_pids(self) -> list[int]:
-        return proc_children(self.proc.pid) if self.proc else []
+    process: Process
+    port: int
+    workers: int
 
     def cpu_seconds(self) -> float:
-        return sum(proc_cpu_seconds(pid) for pid in [self.proc.pid, *self.worker_pids()])
-
-    def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(25)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-
-
-def _get_status(port: int, path: str) -> int:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-            data = sock.recv(64)
-        return int(data.split(b" ", 2)[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# --- Database and broker ----------------------------------------------------------------------------
-
-
-class Store:
-    def __init__(self, args):
-        import psycopg
-
-        self.psycopg = psycopg
-        self.database = args.database
-        self.admin_dsn = f"host={args.pg_host} port={args.pg_port} user={args.pg_user} dbname=postgres"
-        self.dsn = f"host={args.pg_host} port={args.pg_port} user={args.pg_user} dbname={args.database}"
-        self.url = f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}"
-
-    def recreate(self) -> None:
-        with self.psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.database}"')
-
-    def drop(self) -> None:
-        with self.psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-    def scalar(self, sql: str, params=()):
-        with self.psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(sql, params).fetchone()[0]
-
-    def execute(self, sql: str) -> None:
-        with self.psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(sql)
-
-    def backend_pids(self) -> list[int]:
-        with self.psycopg.connect(self.dsn, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def version(self) -> str:
-        with self.psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            return conn.execute("SHOW server_version").fetchone()[0]
-
-    def checkpoints(self) -> int | None:
-        try:
-            return self.scalar("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
-        except self.psycopg.Error:
-            return None
-
-
-class Broker:
-    """Redis db `args.redis_db` as the Celery broker; reads what the outbox relay published."""
-
-    def __init__(self, args):
-        import redis
-
-        self.client = redis.Redis(host=args.redis_host, port=args.redis_port, db=args.redis_db)
-        self.url = f"redis://{args.redis_host}:{args.redis_port}/{args.redis_db}"
-        self._seen = 0
-        self.messages = 0
-        self.event_ids: set[str] = set()
-
-    def flush(self) -> None:
-        self.client.flushdb()
-        self._seen, self.messages, self.event_ids = 0, 0, set()
-
-    def version(self) -> str:
-        return self.client.info("server")["redis_version"]
-
-    def collect(self, queue: str = "payhook") -> None:
-        """Decode the task messages published since the last call (kombu LPUSHes: new ones at the head)."""
-        length = self.client.llen(queue)
-        for raw in self.client.lrange(queue, 0, length - self._seen - 1) if length > self._seen else []:
-            message = json.loads(raw)
-            body = message["body"]
-            if message.get("properties", {}).get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            args = json.loads(body)[0]
-            self.event_ids.update(args[0])
-            self.messages += 1
-        self._seen = length
+        return sum(proc_tree_cpu_seconds(self.process.pid).values())
 
 
 # --- Phases -----------------------------------------------------------------------------------------
@@ -498,9 +369,15 @@ class Bench:
         log(self.manage("webhook_endpoint", "create", SLUG, "--scheme", "stripe", "--secret", self.secret))
         self.store.execute(IDEAL_TABLE_SQL)
 
-    def web(self, app: str, workers: int) -> Web:
+    @contextlib.contextmanager
+    def web(self, app: str, workers: int):
         wsgi = "config.wsgi:application" if app == "payhook" else "bench.ideal.wsgi:application"
-        return Web(env=self.env, workers=workers, port=free_port(), wsgi=wsgi, log_path=self.log_path)
+        process, port = procfile_web_start(self.env, self.log_path, workers=workers, wsgi=wsgi,
+                                           ready=lambda web: len(proc_children(web.pid)) == workers)
+        try:
+            yield Web(process, port, workers)
+        finally:
+            process.stop(timeout=25)
 
     @staticmethod
     def path(app: str) -> str:
@@ -682,7 +559,7 @@ class Bench:
             log("py-spy not installed (.venv/bin/pip install py-spy): no profile")
             return {"error": "py-spy not installed"}
         raw = self.results_dir / f"ingest-{self.stamp}-profile.txt"
-        cmd = [py_spy, "record", "--pid", str(web.proc.pid), "--subprocesses", "--nonblocking", "--gil", "--threads",
+        cmd = [py_spy, "record", "--pid", str(web.process.pid), "--subprocesses", "--nonblocking", "--gil", "--threads",
                "--rate", str(args.profile_rate), "--duration", str(int(args.profile_seconds) + 1), "--format", "raw",
                "--output", str(raw)]
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -31,8 +31,6 @@ import argparse
 import asyncio
 import base64
 import collections
-import hashlib
-import hmac
 import json
 import os
 import platform
@@ -41,8 +39,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,7 +47,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.procstat import machine_busy, proc_children, proc_cpu_seconds  # noqa: E402
+from bench.procstat import (  # noqa: E402
+    machine_busy,
+    proc_children,
+    proc_cpu_seconds,
+    proc_tree_cpu_seconds,
+)
+from bench.store import Broker, Store  # noqa: E402
+from providers import scheme_get  # noqa: E402
+from tests.support.processes import Process, procfile_commands, procfile_web_start  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 SLUG = "stripe"
@@ -87,19 +91,6 @@ def percentiles(values: list[float]) -> dict:
 
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_line(name: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return line.split(":", 1)[1].strip()
-    raise KeyError(name)
 
 
 # --- Events ----------------------------------------------------------------------------------------
@@ -160,64 +151,12 @@ def redelivered(body: bytes) -> bytes:
     return body.replace(b'"pending_webhooks":1', b'"pending_webhooks":2', 1)
 
 
-def stripe_signature(secret: str, body: bytes) -> str:
-    ts = str(int(time.time()))
-    sig = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={ts},v1={sig}"
+STRIPE = scheme_get("stripe")
 
 
-# --- Processes -------------------------------------------------------------------------------------
-
-
-class Proc:
-    """A Procfile line run through bash (`exec`), in its own session; log to a file."""
-
-    def __init__(self, name: str, command: str, env: dict, log_path: Path):
-        self.name, self.command, self.log_path = name, command, log_path
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen(["bash", "-c", "exec " + command], cwd=ROOT, env=env, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def pids(self) -> list[int]:
-        return [self.pid, *proc_children(self.pid)]
-
-    def cpu_seconds(self) -> dict[int, float]:
-        return {pid: proc_cpu_seconds(pid) for pid in self.pids()}
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.alive():
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-
-
-def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+def stripe_signed(secret: str, body: bytes, event_id: str = "") -> tuple[bytes, dict[str, str]]:
+    """(body, headers) as Stripe sends them now, from the provider's own signer."""
+    return STRIPE.signed_request(secret=secret, body=body, timestamp=int(time.time()), event_id=event_id)
 
 
 # --- Open-loop HTTP poster -----------------------------------------------------------------------
@@ -250,7 +189,9 @@ async def open_loop(schedule: list[tuple[float, bytes, str]], *, port: int, secr
 
     async def one(offset, body, expected):
         scheduled = t0 + offset
-        request = head + f"Stripe-Signature: {stripe_signature(secret, body)}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        body, headers = stripe_signed(secret, body)
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        request = head + f"{fields}Content-Length: {len(body)}\r\n\r\n".encode() + body
         finished, code, status = await _post(port, request, timeout)
         return {"latency": finished - scheduled, "code": code, "status": status, "expected": expected}
 
@@ -277,18 +218,17 @@ class Bench:
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.results_dir = ROOT / "bench" / "results"
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        self.admin_dsn = f"host={args.pg_host} port={args.pg_port} user={args.pg_user} dbname=postgres"
-        self.dsn = f"host={args.pg_host} port={args.pg_port} user={args.pg_user} dbname={args.database}"
+        self.store = Store(args)
+        self.broker = Broker(args)
         self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        self.broker_url = f"redis://{args.redis_host}:{args.redis_port}/{args.redis_db}"
         # The caller's DJANGO_/DATABASE_/CELERY_/SENTRY_/EMAIL_ settings never leak in; WEBHOOK_* knobs do.
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "SENTRY_", "EMAIL_", "WEB_CONCURRENCY", "BIND", "PORT"))}
         self.passthrough = {k: v for k, v in self.env.items() if k.startswith(("WEBHOOK_", "GUNICORN_"))}
         self.env.update(
             PATH=f"{VENV_BIN}:{self.env.get('PATH', '')}",
-            DATABASE_URL=f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.database}",
-            CELERY_BROKER_URL=self.broker_url,
+            DATABASE_URL=self.store.url,
+            CELERY_BROKER_URL=self.broker.url,
             DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
             FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
             BLIND_INDEX_KEY=secrets.token_urlsafe(32),
@@ -307,12 +247,12 @@ class Bench:
         )
         self.expected: dict[str, dict] = {}  # provider event id -> {"kind", "user", "phase"}
         self.opted_out: set[int] = set()
-        self.workers: list[Proc] = []
+        self.workers: list[Process] = []
         self.result: dict = {"phases": {}}
 
     # -- set-up --
-    def sql(self, query: str, params=(), *, admin=False, fetch="all"):
-        with self.psycopg.connect(self.admin_dsn if admin else self.dsn, autocommit=True) as conn:
+    def sql(self, query: str, params=(), *, fetch="all"):
+        with self.psycopg.connect(self.store.dsn, autocommit=True) as conn:
             cur = conn.execute(query, params)
             if fetch == "all":
                 return cur.fetchall()
@@ -328,14 +268,10 @@ class Bench:
         return done.stdout.strip()
 
     def setup(self) -> None:
-        import redis
-
         args = self.args
         log(f"recreating database {args.database}; flushing redis db {args.redis_db}")
-        self.sql(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)', admin=True, fetch=None)
-        self.sql(f'CREATE DATABASE "{args.database}"', admin=True, fetch=None)
-        self.redis = redis.Redis(host=args.redis_host, port=args.redis_port, db=args.redis_db)
-        self.redis.flushdb()
+        self.store.recreate()
+        self.broker.flush()
         self.manage("migrate", "--no-input")
         log(self.manage("webhook_endpoint", "create", SLUG, "--scheme", "stripe", "--secret", self.secret))
         catalog = self.results_dir / f"pipeline-{self.stamp}-catalog.json"
@@ -389,8 +325,8 @@ class Bench:
         outcomes = collections.Counter()
         t0 = time.perf_counter()
         for kind, it in order:
-            body = it["body"] if kind == "new" else redelivered(it["body"])
-            result = webhook_event_receive(slug=SLUG, body=body, headers={"Stripe-Signature": stripe_signature(self.secret, body)})
+            body, headers = stripe_signed(self.secret, it["body"] if kind == "new" else redelivered(it["body"]), it["provider_id"])
+            result = webhook_event_receive(slug=SLUG, body=body, headers=headers)
             outcomes[f"{kind}:{'accepted' if result.created else 'duplicate'}"] += 1
         seconds = time.perf_counter() - t0
         for it in items:
@@ -402,46 +338,28 @@ class Bench:
                 "receive_calls_per_s": round(len(order) / seconds, 1), "outcomes": dict(outcomes), "ok": ok}
 
     # -- processes --
-    def workers_start(self) -> list[Proc]:
-        line = procfile_line("worker")
-        procs = []
+    def workers_start(self) -> list[Process]:
+        line = procfile_commands()["worker"]
         for n in range(self.args.workers):
             # Two copies of the same line on one host need distinct node names.
-            command = f"{line} --hostname pipebench{n + 1}@%h"
-            procs.append(Proc(f"worker{n + 1}", command, self.env, self.results_dir / f"pipeline-{self.stamp}-worker{n + 1}.log"))
-        for proc in procs:
-            wait_until(lambda: " ready." in proc.log_text() or not proc.alive(), timeout=90, what=f"{proc.name} ready")
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited:\n{proc.log_text()[-3000:]}")
-        self.workers = procs
-        return procs
+            self.workers.append(Process.shell(f"{line} --hostname pipebench{n + 1}@%h", self.env,
+                                              self.results_dir / f"pipeline-{self.stamp}-worker{n + 1}.log", name=f"worker{n + 1}"))
+        for proc in self.workers:
+            proc.worker_ready_wait(timeout=90)
+        return self.workers
 
     def workers_stop(self) -> None:
         for proc in self.workers:
-            proc.stop()
+            proc.stop(timeout=30)
         self.workers = []
 
-    def web_start(self) -> tuple[Proc, int]:
-        port = free_port()
-        env = {**self.env, "WEB_CONCURRENCY": str(self.args.web_concurrency), "BIND": f"127.0.0.1:{port}", "PORT": str(port)}
-        proc = Proc("web", procfile_line("web"), env, self.results_dir / f"pipeline-{self.stamp}-web.log")
-
-        def ready():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                    return sock.recv(64).startswith(b"HTTP/1.1 200") and len(proc_children(proc.pid)) == self.args.web_concurrency
-            except OSError:
-                return False
-
-        wait_until(lambda: ready() or not proc.alive(), timeout=60, what="web ready")
-        if not proc.alive():
-            raise RuntimeError(f"web exited:\n{proc.log_text()[-3000:]}")
-        return proc, port
+    def web_start(self) -> tuple[Process, int]:
+        workers = self.args.web_concurrency
+        return procfile_web_start(self.env, self.results_dir / f"pipeline-{self.stamp}-web.log", workers=workers,
+                                  ready=lambda web: len(proc_children(web.pid)) == workers)
 
     def pg_backend_cpu(self) -> dict[int, float]:
-        pids = [r[0] for r in self.sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-        return {pid: proc_cpu_seconds(pid) for pid in pids}
+        return {pid: proc_cpu_seconds(pid) for pid in self.store.backend_pids()}
 
     def pg_sample(self) -> None:
         """Accumulate CPU of this database's backends (first and last value seen per pid)."""
@@ -484,7 +402,7 @@ class Bench:
                 last_log = time.monotonic()
             for proc in self.workers:
                 if not proc.alive():
-                    raise RuntimeError(f"{proc.name} died:\n{proc.log_text()[-3000:]}")
+                    raise RuntimeError(f"{proc.name} died:\n{proc.log()[-3000:]}")
             time.sleep(0.5)
         if strict:
             raise RuntimeError(f"phase not drained within {timeout:.0f}s: {self.status_counts(phase_ids)}")
@@ -512,7 +430,7 @@ class Bench:
             web, port = self.web_start()
             schedule = self.live_schedule(phase)
         self.workers_start()
-        cpu0 = {p.name: p.cpu_seconds() for p in self.workers}
+        cpu0 = {p.name: proc_tree_cpu_seconds(p.pid) for p in self.workers}
         self._pg_seen, self._pg_base = {}, set()
         self.pg_sample()
         self._pg_base = set(self._pg_seen)
@@ -541,10 +459,10 @@ class Bench:
                 t_end = self.wait_done(backlog_ids + live_ids, timeout=max(window, 1), strict=False)
             else:
                 t_end = self.wait_done(backlog_ids, timeout=args.max_drain_seconds)
-            cpu1 = {p.name: p.cpu_seconds() for p in self.workers}
+            cpu1 = {p.name: proc_tree_cpu_seconds(p.pid) for p in self.workers}
             self.pg_sample()
             machine1 = machine_busy()
-            web_cpu = web.cpu_seconds() if web else {}
+            web_cpu = proc_tree_cpu_seconds(web.pid) if web else {}
             parents = {p.name: p.pid for p in self.workers}
             if live:  # after the window: let everything finish so the checks see final state
                 self.wait_done(backlog_ids + live_ids, timeout=args.max_drain_seconds)
@@ -552,7 +470,7 @@ class Bench:
             stop.set()
             self.workers_stop()
             if web:
-                web.stop()
+                web.stop(timeout=30)
         sending = self.emails_settled()
         out = {"stored": stored, "published_by_sweep": published, "load_at_end": loadavg()}
         ids = backlog_ids + ([pid for pid, e in self.expected.items() if e["phase"] == phase + "-live"] if live else [])
@@ -800,7 +718,7 @@ class Bench:
                 versions[dist] = None
         return {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_gib": round(int(mem) / 1024 / 1024, 1),
                 "kernel": platform.release(), "python": platform.python_version(),
-                "postgresql": self.sql("SHOW server_version", admin=True, fetch="one")[0],
+                "postgresql": self.store.version(),
                 "packages": versions, "loadavg_start": loadavg()}
 
     def run(self) -> dict:
@@ -840,12 +758,12 @@ class Bench:
         except Exception:
             pass
         try:
-            self.redis.flushdb()
+            self.broker.flush()
         except Exception as exc:
             log(f"redis flush failed: {exc}")
         if not self.args.keep_database:
             try:
-                self.sql(f'DROP DATABASE IF EXISTS "{self.args.database}" WITH (FORCE)', admin=True, fetch=None)
+                self.store.drop()
             except Exception as exc:
                 log(f"drop database failed: {exc}")
 

@@ -27,6 +27,11 @@ def proc_children(pid: int) -> list[int]:
     return children
 
 
+def proc_tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and of each of its children, by pid."""
+    return {p: proc_cpu_seconds(p) for p in [pid, *proc_children(pid)]}
+
+
 def machine_busy() -> tuple[float, float]:
     """(total, busy) CPU seconds of the whole machine since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.support.processes import process_env, worker_start  # noqa: E402
+
 DB = "payhook_replaybench"
 
 
@@ -36,20 +38,17 @@ def main() -> int:
 
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c", f"DROP DATABASE IF EXISTS {DB}",
                     "-c", f"CREATE DATABASE {DB}"], check=True)
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/4",
-        "DJANGO_SECRET_KEY": "bench-" + os.urandom(16).hex(),
-        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "BLIND_INDEX_KEY": os.urandom(16).hex(),
-        "AUDIT_CHAIN_KEY": os.urandom(16).hex(),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_LOG_LEVEL": "WARNING",
-        "CELERY_LOG_LEVEL": "WARNING",
-        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = process_env(
+        f"postgres://postgres@127.0.0.1:5432/{DB}",
+        "redis://127.0.0.1:6379/4",
+        DJANGO_SECRET_KEY="bench-" + os.urandom(16).hex(),
+        FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        BLIND_INDEX_KEY=os.urandom(16).hex(),
+        AUDIT_CHAIN_KEY=os.urandom(16).hex(),
+        DJANGO_DEBUG="false",
+        DJANGO_LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+    )
     os.environ.update(env)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     import django
@@ -103,12 +102,12 @@ def main() -> int:
             time.sleep(0.5)
         return time.monotonic() - started
 
-    workers = [
-        subprocess.Popen(["bash", "-c", "exec celery -A config worker --loglevel WARNING --concurrency 1 --queues payhook "
-                          f"--hostname r{i}@%h --without-gossip --without-mingle"], cwd=ROOT, env=env)
-        for i in range(args.workers)
-    ]
+    logs = ROOT / "bench" / "results"
+    logs.mkdir(parents=True, exist_ok=True)
+    workers = []
     try:
+        for i in range(args.workers):
+            workers.append(worker_start(env, logs / f"replay-worker{i}.log", name=f"r{i}"))
         first = drain("first pass")
         before = counts()
         print(f"first pass: {args.n} events fulfilled in {first:.1f}s; effects {before}", flush=True)
@@ -128,9 +127,7 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(30)
+            worker.stop(timeout=30)
         redis.Redis.from_url(env["CELERY_BROKER_URL"]).flushdb()
 
 

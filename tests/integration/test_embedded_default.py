@@ -17,17 +17,19 @@ import requests
 
 from providers import scheme_get
 from providers.stripe import samples
-from tests.support.processes import BIN, ROOT, Process, free_port, wait_for
+from tests.support.processes import (
+    BIN,
+    ROOT,
+    Process,
+    free_port,
+    procfile_commands,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "whsec_embedded_first_0123456789abcdef"
 ROTATED = "whsec_embedded_rotated_0123456789abcd"
-
-
-def _procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict((name, command.strip()) for name, command in (line.split(":", 1) for line in lines if line.strip()))
 
 
 @pytest.fixture
@@ -78,8 +80,8 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
 
     _manage(env, "migrate", "--no-input", "--verbosity", "0")
     processes = {
-        name: Process(["sh", "-c", f"exec {command}"], env, tmp_path / f"{name}.log")
-        for name, command in _procfile().items()
+        name: Process.shell(command, env, tmp_path / f"{name}.log", name=name)
+        for name, command in procfile_commands().items()
     }
     try:
         _manage(env, "webhook_endpoint", "create", "stripe", "--scheme", "stripe", "--secret", SECRET)

@@ -40,6 +40,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support.processes import free_port, redis_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = secrets.token_hex(4)
 
@@ -139,12 +141,6 @@ def chromium_ensure() -> Chromium:
 
 
 # --- Private servers ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _die_with_parent(sig: int):
@@ -262,7 +258,7 @@ class PrivateServers:
             )
             self.broker_url = f"redis://127.0.0.1:{port}/0"
             try:
-                _wait(lambda: _redis_ready(port), self.redis, "Redis", log)
+                _wait(lambda: redis_ready(port), self.redis, "Redis", log)
                 return
             except ProvisionError:
                 _stop(self.redis, signal.SIGTERM)
@@ -285,15 +281,6 @@ def _postgres_ready(url: str) -> bool:
         with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", connect_timeout=1):
             return True
     except psycopg.OperationalError:
-        return False
-
-
-def _redis_ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
         return False
 
 

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from tests.support import provision
+from tests.support.processes import redis_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 BOGUS_DOTENV = """\
@@ -105,7 +106,7 @@ def test_private_servers_start_answer_and_leave_nothing_behind():
         servers.start(postgres=True, redis=True)
         processes = [servers.postgres, servers.redis]
         assert provision._postgres_ready(servers.database_url)
-        assert provision._redis_ready(urlsplit(servers.broker_url).port)
+        assert redis_ready(urlsplit(servers.broker_url).port)
     finally:
         servers.stop()
 
