@@ -140,3 +140,37 @@ def json_object_parse(body: bytes) -> dict:
 def event_type_get(payload: dict) -> str:
     # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it.
     return str(payload.get("type") or "").replace("\x00", "")[:128]
+
+
+def timestamped_hex_signatures_parse(header: str, *, name: str, separator: str, timestamp_key: str, signature_key: str):
+    """(timestamp, [32-byte signatures]) of a `t=<unix><sep>v1=<hex>[<sep>v1=<hex>…]`-shaped header, as
+    Stripe (`,`, t, v1) and Paddle (`;`, ts, h1) send it.
+
+    Bounded before any crypto: a header with more items than a sender could mean is refused before it
+    is split, and a value that cannot be a hex HMAC-SHA256 is skipped (one unreadable value must not
+    hide a valid one beside it). Other keys (Stripe's test-mode v0, a future algorithm) are ignored.
+    """
+    if header.count(separator) >= 2 * MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature(f"{name} has too many items")
+    timestamp = None
+    signatures = set()
+    for item in header.split(separator):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise MalformedSignature(f"{name} has an item without '='")
+        if key == timestamp_key:
+            if timestamp is not None:
+                raise MalformedSignature(f"{name} has more than one {timestamp_key}")
+            timestamp = timestamp_parse(value, name=f"{name} {timestamp_key}")
+        elif key == signature_key:
+            if len(value) != 64:
+                continue
+            try:
+                signatures.add(bytes.fromhex(value))
+            except ValueError:
+                continue
+    if len(signatures) > MAX_SIGNATURE_ENTRIES:
+        raise MalformedSignature(f"{name} has too many {signature_key} signatures")
+    if timestamp is None or not signatures:
+        raise MalformedSignature(f"{name} needs {timestamp_key} and at least one {signature_key}")
+    return timestamp, list(signatures)

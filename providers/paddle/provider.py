@@ -10,7 +10,6 @@ import json
 from django.views.decorators.debug import sensitive_variables
 
 from providers.base import (
-    MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
     VerifiedDelivery,
@@ -18,9 +17,9 @@ from providers.base import (
     hmac_sha256,
     json_object_parse,
     timestamp_check,
-    timestamp_parse,
+    timestamped_hex_signatures_parse,
 )
-from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MalformedSignature, MissingSignature
+from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MissingSignature
 from providers.paddle.facts import paddle_facts, rfc3339_parse
 from providers.paddle.samples import paddle_trigger_event
 
@@ -30,34 +29,7 @@ MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 
 
 def _header_parse(header: str) -> tuple[int, list[bytes]]:
-    # ts, the h1 entries and room for a future algorithm: anything longer is not from Paddle, and is
-    # refused before it is split.
-    if header.count(";") >= 2 * MAX_SIGNATURE_ENTRIES:
-        raise MalformedSignature("Paddle-Signature has too many items")
-    timestamp = None
-    signatures = set()
-    for item in header.split(";"):
-        key, sep, value = item.strip().partition("=")
-        if not sep:
-            raise MalformedSignature("Paddle-Signature has an item without '='")
-        if key == "ts":
-            if timestamp is not None:
-                raise MalformedSignature("Paddle-Signature has more than one ts")
-            timestamp = timestamp_parse(value, name="Paddle-Signature ts")
-        elif key == "h1":
-            # Only a 32-byte HMAC-SHA256 in hex can match; anything else is skipped before any crypto,
-            # and one unreadable value must not hide a valid one beside it.
-            if len(value) != 64:
-                continue
-            try:
-                signatures.add(bytes.fromhex(value))
-            except ValueError:
-                continue
-    if len(signatures) > MAX_SIGNATURE_ENTRIES:
-        raise MalformedSignature("Paddle-Signature has too many h1 signatures")
-    if timestamp is None or not signatures:
-        raise MalformedSignature("Paddle-Signature needs ts and at least one h1")
-    return timestamp, list(signatures)
+    return timestamped_hex_signatures_parse(header, name=HEADER, separator=";", timestamp_key="ts", signature_key="h1")
 
 
 class PaddleScheme(Scheme):
