@@ -3,9 +3,10 @@
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -19,6 +20,7 @@ MAX_SIGNATURE_ENTRIES = 32
 # Unix seconds need 10 digits until 2286; anything longer is not a timestamp, and int() on thousands
 # of digits raises (and costs) before any check could refuse it.
 MAX_TIMESTAMP_DIGITS = 12
+MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,45 @@ def json_object_parse(body: bytes) -> dict:
     return payload
 
 
-def event_type_get(payload: dict) -> str:
-    # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it.
-    return str(payload.get("type") or "").replace("\x00", "")[:128]
+def event_type_get(payload: dict, field: str = "type") -> str:
+    # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it. A signed
+    # value that is not a string is no type.
+    value = payload.get(field)
+    return value.replace("\x00", "")[:128] if isinstance(value, str) else ""
+
+
+def provider_event_id_get(payload: dict, field: str) -> str:
+    """The provider's event id at `payload[field]`: what follows `<slug>:` in the idempotency key."""
+    event_id = payload.get(field)
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidPayload(f"the payload has no {field}")
+    event_id_check(event_id)
+    return event_id
+
+
+def event_id_check(event_id: str) -> None:
+    if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
+        raise InvalidPayload("the event id is too long or holds a NUL character")
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def rfc3339_parse(value: object) -> datetime | None:
+    """An RFC 3339 date-time (Paddle's `occurred_at`, PayPal's `create_time`) in UTC, or None if it is
+    not one. More than six fractional digits are cut to Python's microseconds."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        return None
+    day, clock, fraction, offset = match.groups()
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    fraction = f".{(fraction + '000000')[:6]}" if fraction else ""
+    try:
+        return datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}").astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def timestamped_hex_signatures_parse(header: str, *, name: str, separator: str, timestamp_key: str, signature_key: str):

@@ -26,6 +26,7 @@ from providers.adyen.facts import (
 )
 from providers.adyen.samples import adyen_sample
 from providers.base import (
+    MAX_EVENT_ID_LENGTH,
     MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
@@ -43,7 +44,6 @@ from providers.exceptions import (
 )
 
 HMAC_KEY_HEX_LENGTH = 64  # the Customer Area's HMAC key: 32 bytes in hex
-MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 # Adyen's JSON notifications carry one item; the bound is the same as for header signature entries,
 # because each item is one signature to check (one HMAC per key).
 MAX_NOTIFICATION_ITEMS = MAX_SIGNATURE_ENTRIES

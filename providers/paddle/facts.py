@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from canonical.facts import Fact, buyer
+from providers.base import rfc3339_parse
 
 ACTIVE_SUBSCRIPTION = {"active", "trialing"}
 # Paddle's statuses without access: canceled (ended), paused (not billed, no service), past_due
@@ -26,23 +27,6 @@ ENDED_SUBSCRIPTION = {"canceled", "paused", "past_due"}
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
 _MINOR_UNITS = re.compile(r"\d{1,18}")  # up to 18 digits: what a signed 64-bit column holds
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
-
-
-def rfc3339_parse(value: object) -> datetime | None:
-    """An RFC 3339 time as Paddle writes it (`2024-04-12T10:18:49.621022Z`), aware; None if it is not one.
-
-    Paddle may send more than six fractional digits; Python keeps microseconds."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        return None
-    day, clock, fraction, zone = match.groups()
-    text = f"{day}T{clock}" + (f".{fraction[:6].ljust(6, '0')}" if fraction else "") + ("+00:00" if zone in "Zz" else zone)
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def _iso(value: object) -> str | None:

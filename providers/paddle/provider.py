@@ -14,18 +14,19 @@ from providers.base import (
     SigningKey,
     VerifiedDelivery,
     any_mac_matches,
+    event_type_get,
     hmac_sha256,
     json_object_parse,
+    provider_event_id_get,
     timestamp_check,
     timestamped_hex_signatures_parse,
 )
-from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MissingSignature
+from providers.exceptions import InvalidSecret, InvalidSignature, MissingSignature
 from providers.paddle.facts import paddle_facts, rfc3339_parse
 from providers.paddle.samples import paddle_trigger_event
 
 HEADER = "Paddle-Signature"
 SECRET_PREFIX = "pdl_ntfset_"
-MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 
 
 def _header_parse(header: str) -> tuple[int, list[bytes]]:
@@ -56,16 +57,9 @@ class PaddleScheme(Scheme):
             raise InvalidSignature("no signature matches an active secret")
         timestamp_check(timestamp, tolerance=tolerance, now=now)
         payload = json_object_parse(body)
-        event_id = payload.get("event_id")
-        if not isinstance(event_id, str) or not event_id:
-            raise InvalidPayload("the payload has no event_id")
-        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
-            raise InvalidPayload("the payload's event_id is too long or holds a NUL character")
-        event_type = payload.get("event_type")
         return VerifiedDelivery(
-            provider_event_id=event_id,
-            # The type is a label for lists and filters; PostgreSQL text cannot hold NUL, so drop it.
-            event_type=(event_type if isinstance(event_type, str) else "").replace("\x00", "")[:128],
+            provider_event_id=provider_event_id_get(payload, "event_id"),
+            event_type=event_type_get(payload, "event_type"),
             payload=payload,
             provider_created_at=rfc3339_parse(payload.get("occurred_at")),
             used_headers={HEADER: header},

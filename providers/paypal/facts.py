@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from canonical.facts import Fact, buyer
+from providers.base import rfc3339_parse
 
 # PayPal's currencies without decimals (its currency-codes reference); the rest have two.
 ZERO_DECIMAL_CURRENCIES = {"HUF", "JPY", "TWD"}
@@ -32,22 +33,6 @@ SUBSCRIPTION_ENDED_STATUS = {
     "BILLING.SUBSCRIPTION.EXPIRED": "canceled",
     "BILLING.SUBSCRIPTION.SUSPENDED": "paused",
 }
-
-
-def rfc3339_parse(value: object) -> datetime | None:
-    """An RFC 3339 date-time (PayPal's `create_time`, PAYPAL-TRANSMISSION-TIME) in UTC, or None."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        return None
-    day, clock, fraction, offset = match.groups()
-    offset = "+00:00" if offset in ("Z", "z") else offset
-    fraction = f".{(fraction + '000000')[:6]}" if fraction else ""
-    try:
-        return datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}").astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def _id(value: object) -> str | None:

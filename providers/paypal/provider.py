@@ -25,11 +25,12 @@ from providers.base import (
     Scheme,
     SigningKey,
     VerifiedDelivery,
+    event_type_get,
     json_object_parse,
+    provider_event_id_get,
     timestamp_check,
 )
 from providers.exceptions import (
-    InvalidPayload,
     InvalidSecret,
     InvalidSignature,
     MalformedSignature,
@@ -46,7 +47,6 @@ CERT_URL_HEADER = "PAYPAL-CERT-URL"
 ALGO_HEADER = "PAYPAL-AUTH-ALGO"
 HEADERS = (ID_HEADER, TIME_HEADER, SIG_HEADER, CERT_URL_HEADER, ALGO_HEADER)
 AUTH_ALGO = "SHA256withRSA"
-MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 # PayPal's transmission ids are UUIDs; the bound keeps `|` (the field separator) and junk out.
 _TRANSMISSION_ID = re.compile(r"[A-Za-z0-9-]{1,128}")
 _WEBHOOK_ID = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -121,15 +121,9 @@ class PayPalScheme(Scheme):
             raise InvalidSignature("the signature does not verify for any of the endpoint's webhook ids")
         timestamp_check(int(sent_at.timestamp()), tolerance=tolerance, now=now)
         payload = json_object_parse(body)
-        event_id = payload.get("id")
-        if not isinstance(event_id, str) or not event_id:
-            raise InvalidPayload("the payload has no event id")
-        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
-            raise InvalidPayload("the payload's event id is too long or holds a NUL character")
-        event_type = payload.get("event_type")
         return VerifiedDelivery(
-            provider_event_id=event_id,
-            event_type=(event_type if isinstance(event_type, str) else "").replace("\x00", "")[:128],
+            provider_event_id=provider_event_id_get(payload, "id"),
+            event_type=event_type_get(payload, "event_type"),
             payload=payload,
             provider_created_at=rfc3339_parse(payload.get("create_time")),
             used_headers={name: values[name] for name in HEADERS},

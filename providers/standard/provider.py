@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from django.views.decorators.debug import sensitive_variables
 
 from providers.base import (
+    MAX_EVENT_ID_LENGTH,
     MAX_SIGNATURE_ENTRIES,
     Scheme,
     SigningKey,
@@ -36,7 +37,6 @@ SIGNATURE_HEADER = "webhook-signature"
 SECRET_PREFIX = "whsec_"
 PUBLIC_KEY_PREFIX = "whpk_"
 PRIVATE_KEY_PREFIX = "whsk_"
-MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 # The only signature sizes that can verify: HMAC-SHA256 and ed25519.
 SIGNATURE_BYTES = {"v1": 32, "v1a": 64}
 

@@ -17,15 +17,15 @@ from providers.base import (
     event_type_get,
     hmac_sha256,
     json_object_parse,
+    provider_event_id_get,
     timestamp_check,
     timestamped_hex_signatures_parse,
 )
-from providers.exceptions import InvalidPayload, InvalidSecret, InvalidSignature, MissingSignature
+from providers.exceptions import InvalidSecret, InvalidSignature, MissingSignature
 from providers.stripe.facts import stripe_facts
 from providers.stripe.samples import stripe_trigger_event
 
 HEADER = "Stripe-Signature"
-MAX_EVENT_ID_LENGTH = 255  # WebhookEvent.provider_event_id
 
 
 def _created_at(created) -> datetime | None:
@@ -64,13 +64,8 @@ class StripeScheme(Scheme):
             raise InvalidSignature("no signature matches an active secret")
         timestamp_check(timestamp, tolerance=tolerance, now=now)
         payload = json_object_parse(body)
-        event_id = payload.get("id")
-        if not isinstance(event_id, str) or not event_id:
-            raise InvalidPayload("the payload has no event id")
-        if len(event_id) > MAX_EVENT_ID_LENGTH or "\x00" in event_id:
-            raise InvalidPayload("the payload's event id is too long or holds a NUL character")
         return VerifiedDelivery(
-            provider_event_id=event_id,
+            provider_event_id=provider_event_id_get(payload, "id"),
             event_type=event_type_get(payload),
             payload=payload,
             provider_created_at=_created_at(payload.get("created")),
