@@ -175,9 +175,26 @@ def rfc3339_parse(value: object) -> datetime | None:
     offset = "+00:00" if offset in ("Z", "z") else offset
     fraction = f".{(fraction + '000000')[:6]}" if fraction else ""
     try:
-        return datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}").astimezone(UTC)
+        return event_time_utc(datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}"))
     except ValueError:
         return None
+
+
+# A provider's event time outside these years is no event time: a signed `0001-01-01T00:00:00+14:00`
+# has no UTC value (Python and the databases overflow), and a year 9999 would sort after every real
+# event. Such a time is treated as absent; the event is still stored and processed.
+EVENT_YEARS = range(1970, 3000)
+
+
+def event_time_utc(value: datetime | None) -> datetime | None:
+    """`value` (aware, or naive meaning UTC) in UTC, or None when it is out of range."""
+    if value is None:
+        return None
+    try:
+        value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None
+    return value if value.year in EVENT_YEARS else None
 
 
 def timestamped_hex_signatures_parse(header: str, *, name: str, separator: str, timestamp_key: str, signature_key: str):

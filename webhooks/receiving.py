@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from config import encryption
 from config.db import row_insert_new_if_current
 from providers import SigningKey, VerifiedDelivery, scheme_get
+from providers.base import event_time_utc
 from webhooks import metrics
 from webhooks.exceptions import (
     IdempotencyConflict,
@@ -141,21 +142,38 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
         if not deliveries:
             raise InvalidPayload("the body carries no event")
         scheme = scheme_get(entry.scheme)
-        stored = []
-        for delivery in deliveries:
-            event, inserted, current = _event_insert(entry, scheme, delivery, body)
-            if current != entry.version:
-                break
-            stored.append((event, inserted))
-        else:
+        results = _events_store(entry, scheme, deliveries, body)
+        if results is not None:
             break
         # Stale keys (or the endpoint was deactivated or replaced): verify again with what is current.
         entry, cached = _endpoint_keys_load(slug), False
     else:
         # Two more secret changes landed during this request: answer 503 (retry), store nothing new.
         raise OperationalError("the endpoint's secrets changed while the request was verified")
-    results = [_stored_or_duplicate(entry, event, inserted) for event, inserted in stored]
     return ReceiveResult(event_id=results[0][0], created=any(created for _, created in results), answer=scheme.accepted_answer)
+
+
+@sensitive_variables("body")
+def _events_store(entry: _EndpointKeys, scheme, deliveries: list[VerifiedDelivery], body: bytes) -> list[tuple[str, bool]] | None:
+    """Store each delivered event once: [(event id, created)], or None when the keys were stale.
+
+    One event (every scheme but Adyen's item lists) is one autocommitted statement on the hot path.
+    Several are all or nothing, in one transaction: an idempotency conflict or stale keys on any item
+    stores none of them, so the provider's retry of the whole request finds a clean slate. Inserted in
+    key order, so two overlapping requests cannot deadlock on each other's rows.
+    """
+    if len(deliveries) == 1:
+        event, inserted, current = _event_insert(entry, scheme, deliveries[0], body)
+        return [_stored_or_duplicate(entry, event, inserted)] if current == entry.version else None
+    with transaction.atomic():
+        results = []
+        for delivery in sorted(deliveries, key=lambda d: d.provider_event_id):
+            event, inserted, current = _event_insert(entry, scheme, delivery, body)
+            if current != entry.version:
+                transaction.set_rollback(True)
+                return None
+            results.append(_stored_or_duplicate(entry, event, inserted))  # a conflict rolls back every item
+        return results
 
 
 @sensitive_variables("body")
@@ -169,7 +187,7 @@ def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body
         body_encrypted=encryption.encrypt(body),
         headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
         received_at=timezone.now(),
-        provider_created_at=delivery.provider_created_at,
+        provider_created_at=event_time_utc(delivery.provider_created_at),  # a provider's absurd time is no time
     )
     inserted, current = row_insert_new_if_current(
         event, conflict_fields=("idempotency_key",), owner=WebhookEndpoint, owner_id=entry.id,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from canonical.facts import Fact, buyer
+from providers.base import event_time_utc
 
 REVOKING_EVENT_CODES = ("REFUND", "CANCEL_OR_REFUND", "CANCELLATION")
 
@@ -166,10 +167,9 @@ def event_date_parse(value) -> datetime | None:
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return event_time_utc(datetime.fromisoformat(value))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def adyen_facts(item: dict) -> list[Fact]:

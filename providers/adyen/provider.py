@@ -176,11 +176,11 @@ class AdyenScheme(Scheme):
         return adyen_facts(item) if item is not None else []
 
     def mode_mismatch(self, payload, *, mode):
-        # Adyen sends "true"/"false" strings; a payload without either is judged by its content.
-        live = payload.get("live")
-        if isinstance(live, str) and live in ("true", "false"):
-            return (live == "true") != (mode == "live")
-        return False
+        # Adyen sends the strings "true" and "false". A live endpoint fulfils only what says exactly
+        # "true": anything else (missing, null, a boolean, "FALSE") is stored and ignored, never
+        # fulfilled. A test endpoint ignores only what says it is live.
+        is_live = payload.get("live") == "true"
+        return not is_live if mode == "live" else is_live
 
     def sample(self, event_type, *, mode):
         notification = adyen_sample(event_type, live=mode == "live")

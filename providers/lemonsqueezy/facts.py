@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from canonical.facts import Fact, buyer
+from providers.base import event_time_utc
 
 ORDER = "orders"
 SUBSCRIPTION = "subscriptions"
@@ -33,7 +34,7 @@ def datetime_parse(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
+    return event_time_utc(parsed) if parsed.tzinfo is not None else None
 
 
 def object_id(value: object) -> str | None:

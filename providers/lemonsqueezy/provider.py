@@ -97,7 +97,11 @@ class LemonSqueezyScheme(Scheme):
         if not isinstance(test_mode, bool):
             attributes = (payload.get("data") or {}).get("attributes") if isinstance(payload.get("data"), dict) else None
             test_mode = attributes.get("test_mode") if isinstance(attributes, dict) else None
-        return isinstance(test_mode, bool) and test_mode != (mode == "test")
+        # A live endpoint fulfils only what says `test_mode: false`; anything else (missing, null, a
+        # string) is stored and ignored. A test endpoint ignores only what says it is live.
+        if mode == "live":
+            return test_mode is not False
+        return test_mode is False
 
     def sample(self, event_type, *, mode):
         event = lemonsqueezy_sample_event(event_type, test_mode=mode == "test")

@@ -113,13 +113,16 @@ class PayPalScheme(Scheme):
         webhook_ids = [key.material.decode() for key in keys if key.kind == "webhook_id"]
         if not webhook_ids:
             raise InvalidSignature("the endpoint has no PayPal webhook id")
+        # Before the certificate is fetched: a stale or far-future time (signed or not) must not make
+        # us open a connection to PayPal. Unlike the HMAC schemes, this answers a forged request with a
+        # stale time timestamp_out_of_tolerance rather than invalid_signature; it reveals nothing.
+        timestamp_check(int(sent_at.timestamp()), tolerance=tolerance, now=now)
         # Raises (400 invalid_signature) for a URL off the allow-list before any network access.
         public_key = certificate_cache.public_key(values[CERT_URL_HEADER], now=now)
         crc = body_crc32(body)  # once per request, whatever the number of webhook ids
         if not any(self._rsa_verifies(public_key, signature, transmission_id, transmission_time, webhook_id, crc)
                    for webhook_id in webhook_ids):
             raise InvalidSignature("the signature does not verify for any of the endpoint's webhook ids")
-        timestamp_check(int(sent_at.timestamp()), tolerance=tolerance, now=now)
         payload = json_object_parse(body)
         return VerifiedDelivery(
             provider_event_id=provider_event_id_get(payload, "id"),

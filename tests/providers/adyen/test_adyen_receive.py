@@ -181,3 +181,36 @@ def test_a_sample_signed_like_send_test_webhook_fulfils_against_the_documented_p
     assert response.content == b"[accepted]"
     assert _process_all() == {event_id: "processed"}
     assert _active_keys(customer="YOUR_SHOPPER_REFERENCE") == {"pro"}
+
+
+@pytest.mark.parametrize("live", [None, False, True, "FALSE", "False", "TRUE", "", "0", "no", "missing"])
+def test_a_live_endpoint_fulfils_only_a_notification_that_says_exactly_live_true(client, adyen_endpoint, adyen_catalog, alice, live):
+    payload = json.loads(n.body(_paid(alice)))
+    if live == "missing":
+        del payload["live"]
+    else:
+        payload["live"] = live  # outside the items' signatures, as Adyen sends it
+
+    assert _post(client, json.dumps(payload).encode()).content == b"[accepted]"
+    assert list(_process_all().values()) == ["ignored"]
+    assert Entitlement.objects.count() == 0
+
+
+def test_several_items_are_stored_all_or_nothing(client, adyen_endpoint):
+    stored = n.item("AUTHORISATION", pspReference="1111111111111111")
+    _post(client, n.body(stored))
+    before = set(WebhookEvent.objects.values_list("idempotency_key", flat=True))
+
+    # A new item beside one whose key is stored with other content: a conflict, and the new one too is not kept.
+    response = _post(client, n.body(n.item("AUTHORISATION", pspReference="2222222222222222"), {**stored, "reason": "changed"}))
+
+    assert response.status_code == 409 and response.json()["error"] == "idempotency_conflict"
+    assert set(WebhookEvent.objects.values_list("idempotency_key", flat=True)) == before
+
+
+@pytest.mark.parametrize("event_date", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1900-01-01T00:00:00Z"])
+def test_an_event_date_out_of_range_is_stored_without_a_time_not_a_server_error(client, adyen_endpoint, event_date):
+    response = _post(client, n.body(n.item("AUTHORISATION", eventDate=event_date)))
+
+    assert response.status_code == 200 and response.content == b"[accepted]"
+    assert WebhookEvent.objects.get().provider_created_at is None

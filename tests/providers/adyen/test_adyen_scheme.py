@@ -239,7 +239,8 @@ def test_a_redelivery_signed_under_a_rolled_key_has_the_same_content():
 
 
 @pytest.mark.parametrize("live, mode, mismatch", [
-    ("true", "live", False), ("false", "test", False), ("false", "live", True), ("true", "test", True), (None, "live", False),
+    ("true", "live", False), ("false", "test", False), ("false", "live", True), ("true", "test", True),
+    (None, "live", True), (True, "live", True), ("TRUE", "live", True), (None, "test", False),  # live fulfils only "true"
 ])
 def test_the_live_flag_against_the_endpoint_mode(live, mode, mismatch):
     assert scheme.mode_mismatch({"live": live, "notificationItems": []}, mode=mode) is mismatch

@@ -254,8 +254,11 @@ def test_a_test_mode_event_mismatches_a_live_endpoint_and_vice_versa(test_mode, 
     assert scheme.mode_mismatch(event, mode=mode) is mismatch
 
 
-def test_an_event_without_test_mode_is_judged_by_its_content():
-    assert scheme.mode_mismatch({"meta": {}, "data": {"attributes": {}}}, mode="live") is False
+@pytest.mark.parametrize("test_mode", [None, "false", 0, "missing"])
+def test_a_live_endpoint_fulfils_only_an_event_that_says_test_mode_false(test_mode):
+    meta = {} if test_mode == "missing" else {"test_mode": test_mode}
+    assert scheme.mode_mismatch({"meta": meta, "data": {"attributes": {}}}, mode="live") is True
+    assert scheme.mode_mismatch({"meta": meta, "data": {"attributes": {}}}, mode="test") is False
 
 
 def test_a_sample_verifies_with_its_derived_id_and_matches_the_endpoint_mode():
