@@ -363,3 +363,22 @@ def test_an_unreachable_certificate_host_is_unavailable_not_a_bad_signature(pki,
     # Not remembered: the next delivery tries again, and verifies once the host answers.
     good = _headers(pki.signing_key, body, cert_url=cert_server.url("cert.pem"))
     assert _verify(good, body).provider_event_id == json.loads(body)["id"]
+
+
+@pytest.mark.parametrize("sent", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"])
+def test_a_transmission_time_without_a_utc_value_is_malformed_not_a_server_error(pki, cert_server, sent):
+    body = _body()
+    headers = _headers(pki.signing_key, body, cert_url=cert_server.url("cert.pem"), **{"PAYPAL-TRANSMISSION-TIME": sent})
+
+    with pytest.raises(MalformedSignature):
+        _verify(headers, body)
+    assert cert_server.requests == []
+
+
+def test_a_stale_transmission_time_is_refused_before_any_certificate_fetch(pki, cert_server):
+    body = _body()
+    headers = _headers(pki.signing_key, body, cert_url=cert_server.url("cert.pem"), sent=time.time() - 3600)
+
+    with pytest.raises(TimestampOutOfTolerance):
+        _verify(headers, body)
+    assert cert_server.requests == []
