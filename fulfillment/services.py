@@ -1,8 +1,9 @@
 """Fulfilment: turn canonical events into entitlements and say who must be told.
 
 Every effect is idempotent through a unique row (customer, key, source) and ordered by the
-provider's event time (`state_at`), so redelivery, replay and out-of-order arrival converge on the
-state the provider's latest facts imply. Called inside the event-processing transaction.
+provider's event time (`state_at`) under one rule, `fulfillment.ordering.fact_supersedes`, so
+redelivery, replay and out-of-order arrival converge on the state the provider's latest facts imply.
+Called inside the event-processing transaction.
 """
 
 import logging
@@ -21,6 +22,7 @@ from config import encryption
 from config.db import rows_insert_new
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
+from fulfillment.ordering import fact_supersedes
 from notifications.services import notification_send
 
 logger = logging.getLogger(__name__)
@@ -280,16 +282,18 @@ class FulfilmentOutcome:
 
 
 def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, at: datetime) -> str:
-    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end at or after it."""
+    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end it does not supersede."""
     if payment_intent:
-        revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent, occurred_at__gte=at).first()
-        if revocation is not None:
+        revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent).first()
+        if revocation is not None and not fact_supersedes(
+            current_at=revocation.occurred_at, current_ends=True, incoming_at=at
+        ):
             return revocation.reason
     if source.startswith("subscription:"):
-        ended = Subscription.objects.filter(
-            provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED, state_at__gte=at
-        ).exists()
-        if ended:
+        state = Subscription.objects.filter(
+            provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED
+        ).values_list("state_at", flat=True).first()
+        if state is not None and not fact_supersedes(current_at=state, current_ends=True, incoming_at=at):
             return "subscription_ended"
     return ""
 
@@ -315,8 +319,11 @@ def entitlement_grant(
         row.pk = inserted.pop()
         return row, status == Entitlement.Status.ACTIVE
     row = Entitlement.objects.select_for_update().get(customer=customer, key=key, source=source)
-    if at < row.state_at or (at == row.state_at and row.status == Entitlement.Status.REVOKED):
-        return row, False  # an older fact (or a tie with a revocation) never overrides a newer one
+    if not fact_supersedes(
+        current_at=row.state_at, current_ends=row.status == Entitlement.Status.REVOKED,
+        incoming_at=at, incoming_ends=bool(blocked),
+    ):
+        return row, False
     was_active = row.status == Entitlement.Status.ACTIVE
     row.status, row.state_at, row.last_event_id = status, at, event_id
     row.payment_intent = payment_intent or row.payment_intent
@@ -333,7 +340,9 @@ def entitlement_grant(
 def _revoke_rows(rows, *, at: datetime, reason: str, event_id) -> list[Entitlement]:
     changed = []
     for row in rows:
-        if at < row.state_at:
+        if not fact_supersedes(
+            current_at=row.state_at, current_ends=row.status == Entitlement.Status.REVOKED, incoming_at=at, incoming_ends=True
+        ):
             continue
         was_active = row.status == Entitlement.Status.ACTIVE
         row.status, row.state_at, row.revoked_at, row.revoke_reason, row.last_event_id = (
@@ -408,7 +417,9 @@ def _subscription_state_apply(*, provider: str, customer: Customer, data: dict, 
     )
     if created:
         return True
-    if at < row.state_at or (at == row.state_at and row.status in ENDED):
+    if not fact_supersedes(
+        current_at=row.state_at, current_ends=row.status in ENDED, incoming_at=at, incoming_ends=data["status"] in ENDED
+    ):
         return False
     row.status, row.state_at = data["status"], at
     row.price_ids = data["price_ids"] or row.price_ids

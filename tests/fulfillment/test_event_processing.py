@@ -155,3 +155,28 @@ def test_events_api_detail_shows_the_canonical_events_without_personal_data(cata
     assert canonical["correlationid"] == event_id
     assert canonical["data"]["price_ids"] == ["price_pro"]
     assert "alice@example.com" not in response.content.decode()
+
+
+@pytest.mark.parametrize("refund_first", [False, True])
+def test_a_refund_and_its_payment_of_the_same_second_end_revoked_in_either_order(catalog, alice, deliver, refund_first):
+    payment = se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", user_id=alice.id, payment_intent="pi_1")
+    refund = se.charge_refunded(charge_id="ch_1", created=T, payment_intent="pi_1")
+    for event in (refund, payment) if refund_first else (payment, refund):
+        deliver(event)
+    deliver(payment)  # a redelivery changes nothing either
+
+    assert _active_keys(user_id=alice.id) == set()
+    assert Entitlement.objects.get().revoke_reason == "refunded"
+
+
+@pytest.mark.parametrize("checkout_first", [False, True])
+def test_a_checkout_and_its_subscription_of_the_same_second_merge_in_either_order(catalog, alice, deliver, checkout_first):
+    checkout = se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id, customer="cus_A",
+                                     subscription="sub_1")
+    created = se.subscription(event_type="customer.subscription.created", subscription_id="sub_1", created=T, customer="cus_A",
+                              price_id="price_pro", user_id=alice.id, period_end=T + 7200)
+    for event in (checkout, created) if checkout_first else (created, checkout):
+        deliver(event)
+
+    assert _active_keys(user_id=alice.id) == {"pro", "reports"}
+    assert {row.expires_at.timestamp() for row in Entitlement.objects.all()} == {T + 7200}
