@@ -20,6 +20,7 @@ from audit.services import audit_entry_append
 from canonical.facts import email_hash
 from config import encryption
 from config.db import rows_insert_new
+from config.unit_of_work import UnitOfWork
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
 from fulfillment.ordering import fact_supersedes
@@ -188,7 +189,7 @@ def _user_find(buyer: dict):
     return None
 
 
-def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
+def customer_resolve(*, provider: str, buyer: dict, event_id=None, uow: UnitOfWork | None = None) -> Customer:
     """The customer record of a buyer, created once; linked to a user as soon as one is known.
 
     Linking an existing guest customer to a user moves its entitlements: audited as
@@ -231,6 +232,7 @@ def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
             data={"customer_id": customer.pk, "from_user": None, "to_user": user.pk, "source": "event"},
             subjects=_subjects(customer),
             dedup_key=f"customer.linked:{customer.pk}:{event_id}" if event_id else None,
+            uow=uow,
         )
     return customer
 
@@ -432,9 +434,9 @@ def _fact_time(canonical: dict) -> datetime:
     return parse_datetime(canonical["time"])
 
 
-def _payment_succeeded(*, provider, canonical, event_id, outcome):
+def _payment_succeeded(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     source = (
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
@@ -451,9 +453,9 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome):
             outcome.granted.append(row)
 
 
-def _subscription_activated(*, provider, canonical, event_id, outcome):
+def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
@@ -471,9 +473,9 @@ def _subscription_activated(*, provider, canonical, event_id, outcome):
     outcome.revoked += _revoke_rows(dropped, at=at, reason="plan_changed", event_id=event_id)
 
 
-def _subscription_canceled(*, provider, canonical, event_id, outcome):
+def _subscription_canceled(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
@@ -497,17 +499,17 @@ def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
     outcome.revoked += _revoke_rows(rows, at=at, reason=reason, event_id=event_id)
 
 
-def _payment_refunded(*, provider, canonical, event_id, outcome):
+def _payment_refunded(*, provider, canonical, event_id, outcome, uow):
     if canonical["data"]["full"]:
         _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="refunded")
 
 
-def _dispute_opened(*, provider, canonical, event_id, outcome):
+def _dispute_opened(*, provider, canonical, event_id, outcome, uow):
     _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="disputed")
 
 
-def _payment_failed(*, provider, canonical, event_id, outcome):
-    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id)
+def _payment_failed(*, provider, canonical, event_id, outcome, uow):
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id, uow=uow)
     outcome.payment_failed = True
 
 
@@ -521,11 +523,15 @@ HANDLERS = {
 }
 
 
-def canonical_event_fulfil(*, provider: str, canonical: dict, event_id) -> FulfilmentOutcome:
-    """Apply one canonical event's entitlement effects; audit them; notify the user."""
+def canonical_event_fulfil(*, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None) -> FulfilmentOutcome:
+    """Apply one canonical event's entitlement effects; audit them; notify the user.
+
+    The audit entries and e-mails go to `uow` when given (event processing flushes it before its
+    commit); without one they are written at once.
+    """
     outcome = FulfilmentOutcome()
-    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome)
-    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id)
+    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow)
+    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow)
     return outcome
 
 
@@ -547,7 +553,7 @@ def _latest_expiry(rows: list[Entitlement]) -> str | None:
     return max(expiries).isoformat() if expiries else None
 
 
-def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) -> None:
+def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None) -> None:
     customer = outcome.customer
     for action, rows in (("entitlement.granted", outcome.granted), ("entitlement.revoked", outcome.revoked)):
         for row in rows:
@@ -561,23 +567,24 @@ def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) 
                 },
                 subjects=_subjects(row.customer),
                 dedup_key=f"{action}:{row.id}:{canonical['idempotencykey']}",
+                uow=uow,
             )
     user = customer.user if customer is not None else None
     if user is None:
         return  # a guest: entitlements wait on the customer record until a user is linked
     if outcome.granted:
         notification_send(
-            event_id=event_id, user=user, template="access_granted", category="access",
+            event_id=event_id, user=user, template="access_granted", uow=uow, category="access",
             context={"entitlements": sorted({row.key for row in outcome.granted}), "expires_at": _latest_expiry(outcome.granted)},
         )
     if outcome.revoked:
         notification_send(
-            event_id=event_id, user=user, template="access_revoked", category="access",
+            event_id=event_id, user=user, template="access_revoked", uow=uow, category="access",
             context={"entitlements": sorted({row.key for row in outcome.revoked}), "reason": outcome.revoked[0].revoke_reason},
         )
     if outcome.payment_failed:
         data = canonical["data"]
         notification_send(
-            event_id=event_id, user=user, template="payment_failed", category="billing",
+            event_id=event_id, user=user, template="payment_failed", uow=uow, category="billing",
             context={"amount": data.get("amount"), "currency": data.get("currency")},
         )
