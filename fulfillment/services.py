@@ -292,10 +292,10 @@ def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, a
         ):
             return revocation.reason
     if source.startswith("subscription:"):
-        state = Subscription.objects.filter(
+        ended_at = Subscription.objects.filter(
             provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED
         ).values_list("state_at", flat=True).first()
-        if state is not None and not fact_supersedes(current_at=state, current_ends=True, incoming_at=at):
+        if ended_at is not None and not fact_supersedes(current_at=ended_at, current_ends=True, incoming_at=at):
             return "subscription_ended"
     return ""
 
