@@ -1,8 +1,6 @@
 import hashlib
 import re
-import threading
 import uuid
-from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -12,6 +10,7 @@ from audit.exceptions import AuditChainBroken, AuditError, InvalidAuditActor, Un
 from audit.models import AuditAction, AuditChainHead, AuditEntry, AuditSubject
 from audit.redaction import audit_data_shape, redact_text
 from config.blind_index import blind_index
+from config.unit_of_work import UnitOfWork
 
 _ACTOR = re.compile(r"^(?:system|[1-9][0-9]{0,18})$")
 
@@ -138,6 +137,7 @@ def audit_entry_append(
     data: dict | None = None,
     subjects: dict[str, str] | None = None,
     dedup_key: str | None = None,
+    uow: UnitOfWork | None = None,
 ) -> AuditEntry | None:
     """Append one redacted entry to the hash chain; None when `dedup_key` was already written.
 
@@ -145,41 +145,20 @@ def audit_entry_append(
     it records. Appends are serialised by a lock on the chain head that is held until that
     transaction ends, so call this late in the transaction. `data` always passes through the
     redactor; `subjects` values are stored only as blind-index hashes.
+
+    With a unit of work (event processing: several entries in one transaction) the entry is
+    validated here, so a bad one still raises where it is made, and written when `uow` is flushed,
+    together with the others and in order, exactly as one-by-one appends would write them: the chain
+    head is then locked once, at the end, so concurrent workers wait on each other only from there
+    to their commit. Returns None in that case.
     """
     prepared = _entry_prepare(
         action=action, actor=actor, event_id=event_id, data=data, subjects=subjects, dedup_key=dedup_key
     )
-    deferred = getattr(_deferred, "entries", None)
-    if deferred is not None:
-        deferred.append(prepared)  # written by the enclosing audit_entries_deferred()
+    if uow is not None:
+        uow.defer(writer=_entries_append_chained, item=prepared)
         return None
     return _entry_append_chained(**prepared)
-
-
-_deferred = threading.local()
-
-
-@contextmanager
-def audit_entries_deferred():
-    """Collect the appends made inside the block and write them as one batch when it ends.
-
-    For a unit of work that appends several entries in one transaction (fulfilling an event): the
-    chain head is then locked once, at the end of the block, instead of at the first append, so
-    concurrent workers wait on each other only from there to their commit. Entries are validated at
-    once (a bad one still raises where it is made) and written in order, exactly as one-by-one
-    appends would write them. Nothing is written if the block raises. Nested blocks join the outer one.
-    """
-    if getattr(_deferred, "entries", None) is not None:
-        yield
-        return
-    _deferred.entries = []
-    try:
-        yield
-        prepared = _deferred.entries
-    finally:
-        _deferred.entries = None
-    if prepared:
-        _entries_append_chained(prepared)
 
 
 def audit_entries_append(*, entries: list[dict]) -> list[AuditEntry]:

@@ -777,7 +777,7 @@ PROFILE_CATEGORIES = [
     ("audit: redaction", ["(audit/redaction.py"]),
     ("audit: rest of append (dedup SELECT, hash, INSERT, subjects, head UPDATE)",
      ["audit_entry_append (audit/services.py", "audit_entries_append (audit/services.py", "_entries_append_chained (audit/services.py",
-      "audit_deferred (audit/services.py", "audit_entries_deferred (audit/services.py"]),
+      "flush (config/unit_of_work.py"]),
     ("Fernet decrypt/encrypt (body, buyer e-mail)", ["(config/encryption.py", "cryptography/fernet.py"]),
     ("canonical build + jsonschema", ["canonical_events_build (canonical/envelope.py"]),
     ("customer upsert (user lookup, get_or_create FOR UPDATE)", ["customer_resolve (fulfillment/services.py"]),

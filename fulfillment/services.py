@@ -1,8 +1,9 @@
 """Fulfilment: turn canonical events into entitlements and say who must be told.
 
 Every effect is idempotent through a unique row (customer, key, source) and ordered by the
-provider's event time (`state_at`), so redelivery, replay and out-of-order arrival converge on the
-state the provider's latest facts imply. Called inside the event-processing transaction.
+provider's event time (`state_at`) under one rule, `fulfillment.ordering.fact_supersedes`, so
+redelivery, replay and out-of-order arrival converge on the state the provider's latest facts imply.
+Called inside the event-processing transaction.
 """
 
 import logging
@@ -19,8 +20,10 @@ from audit.services import audit_entry_append
 from canonical.facts import email_hash
 from config import encryption
 from config.db import rows_insert_new
+from config.unit_of_work import UnitOfWork
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
+from fulfillment.ordering import fact_supersedes
 from notifications.services import notification_send
 
 logger = logging.getLogger(__name__)
@@ -186,7 +189,7 @@ def _user_find(buyer: dict):
     return None
 
 
-def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
+def customer_resolve(*, provider: str, buyer: dict, event_id=None, uow: UnitOfWork | None = None) -> Customer:
     """The customer record of a buyer, created once; linked to a user as soon as one is known.
 
     Linking an existing guest customer to a user moves its entitlements: audited as
@@ -229,6 +232,7 @@ def customer_resolve(*, provider: str, buyer: dict, event_id=None) -> Customer:
             data={"customer_id": customer.pk, "from_user": None, "to_user": user.pk, "source": "event"},
             subjects=_subjects(customer),
             dedup_key=f"customer.linked:{customer.pk}:{event_id}" if event_id else None,
+            uow=uow,
         )
     return customer
 
@@ -280,16 +284,18 @@ class FulfilmentOutcome:
 
 
 def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, at: datetime) -> str:
-    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end at or after it."""
+    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end it does not supersede."""
     if payment_intent:
-        revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent, occurred_at__gte=at).first()
-        if revocation is not None:
+        revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent).first()
+        if revocation is not None and not fact_supersedes(
+            current_at=revocation.occurred_at, current_ends=True, incoming_at=at
+        ):
             return revocation.reason
     if source.startswith("subscription:"):
-        ended = Subscription.objects.filter(
-            provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED, state_at__gte=at
-        ).exists()
-        if ended:
+        ended_at = Subscription.objects.filter(
+            provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED
+        ).values_list("state_at", flat=True).first()
+        if ended_at is not None and not fact_supersedes(current_at=ended_at, current_ends=True, incoming_at=at):
             return "subscription_ended"
     return ""
 
@@ -315,8 +321,11 @@ def entitlement_grant(
         row.pk = inserted.pop()
         return row, status == Entitlement.Status.ACTIVE
     row = Entitlement.objects.select_for_update().get(customer=customer, key=key, source=source)
-    if at < row.state_at or (at == row.state_at and row.status == Entitlement.Status.REVOKED):
-        return row, False  # an older fact (or a tie with a revocation) never overrides a newer one
+    if not fact_supersedes(
+        current_at=row.state_at, current_ends=row.status == Entitlement.Status.REVOKED,
+        incoming_at=at, incoming_ends=bool(blocked),
+    ):
+        return row, False
     was_active = row.status == Entitlement.Status.ACTIVE
     row.status, row.state_at, row.last_event_id = status, at, event_id
     row.payment_intent = payment_intent or row.payment_intent
@@ -333,7 +342,9 @@ def entitlement_grant(
 def _revoke_rows(rows, *, at: datetime, reason: str, event_id) -> list[Entitlement]:
     changed = []
     for row in rows:
-        if at < row.state_at:
+        if not fact_supersedes(
+            current_at=row.state_at, current_ends=row.status == Entitlement.Status.REVOKED, incoming_at=at, incoming_ends=True
+        ):
             continue
         was_active = row.status == Entitlement.Status.ACTIVE
         row.status, row.state_at, row.revoked_at, row.revoke_reason, row.last_event_id = (
@@ -408,7 +419,9 @@ def _subscription_state_apply(*, provider: str, customer: Customer, data: dict, 
     )
     if created:
         return True
-    if at < row.state_at or (at == row.state_at and row.status in ENDED):
+    if not fact_supersedes(
+        current_at=row.state_at, current_ends=row.status in ENDED, incoming_at=at, incoming_ends=data["status"] in ENDED
+    ):
         return False
     row.status, row.state_at = data["status"], at
     row.price_ids = data["price_ids"] or row.price_ids
@@ -421,9 +434,9 @@ def _fact_time(canonical: dict) -> datetime:
     return parse_datetime(canonical["time"])
 
 
-def _payment_succeeded(*, provider, canonical, event_id, outcome):
+def _payment_succeeded(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     source = (
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
@@ -440,9 +453,9 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome):
             outcome.granted.append(row)
 
 
-def _subscription_activated(*, provider, canonical, event_id, outcome):
+def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
@@ -460,9 +473,9 @@ def _subscription_activated(*, provider, canonical, event_id, outcome):
     outcome.revoked += _revoke_rows(dropped, at=at, reason="plan_changed", event_id=event_id)
 
 
-def _subscription_canceled(*, provider, canonical, event_id, outcome):
+def _subscription_canceled(*, provider, canonical, event_id, outcome, uow):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
@@ -486,17 +499,17 @@ def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
     outcome.revoked += _revoke_rows(rows, at=at, reason=reason, event_id=event_id)
 
 
-def _payment_refunded(*, provider, canonical, event_id, outcome):
+def _payment_refunded(*, provider, canonical, event_id, outcome, uow):
     if canonical["data"]["full"]:
         _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="refunded")
 
 
-def _dispute_opened(*, provider, canonical, event_id, outcome):
+def _dispute_opened(*, provider, canonical, event_id, outcome, uow):
     _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="disputed")
 
 
-def _payment_failed(*, provider, canonical, event_id, outcome):
-    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id)
+def _payment_failed(*, provider, canonical, event_id, outcome, uow):
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id, uow=uow)
     outcome.payment_failed = True
 
 
@@ -510,11 +523,15 @@ HANDLERS = {
 }
 
 
-def canonical_event_fulfil(*, provider: str, canonical: dict, event_id) -> FulfilmentOutcome:
-    """Apply one canonical event's entitlement effects; audit them; notify the user."""
+def canonical_event_fulfil(*, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None) -> FulfilmentOutcome:
+    """Apply one canonical event's entitlement effects; audit them; notify the user.
+
+    The audit entries and e-mails go to `uow` when given (event processing flushes it before its
+    commit); without one they are written at once.
+    """
     outcome = FulfilmentOutcome()
-    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome)
-    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id)
+    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow)
+    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow)
     return outcome
 
 
@@ -536,7 +553,7 @@ def _latest_expiry(rows: list[Entitlement]) -> str | None:
     return max(expiries).isoformat() if expiries else None
 
 
-def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) -> None:
+def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None) -> None:
     customer = outcome.customer
     for action, rows in (("entitlement.granted", outcome.granted), ("entitlement.revoked", outcome.revoked)):
         for row in rows:
@@ -550,23 +567,24 @@ def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id) 
                 },
                 subjects=_subjects(row.customer),
                 dedup_key=f"{action}:{row.id}:{canonical['idempotencykey']}",
+                uow=uow,
             )
     user = customer.user if customer is not None else None
     if user is None:
         return  # a guest: entitlements wait on the customer record until a user is linked
     if outcome.granted:
         notification_send(
-            event_id=event_id, user=user, template="access_granted", category="access",
+            event_id=event_id, user=user, template="access_granted", uow=uow, category="access",
             context={"entitlements": sorted({row.key for row in outcome.granted}), "expires_at": _latest_expiry(outcome.granted)},
         )
     if outcome.revoked:
         notification_send(
-            event_id=event_id, user=user, template="access_revoked", category="access",
+            event_id=event_id, user=user, template="access_revoked", uow=uow, category="access",
             context={"entitlements": sorted({row.key for row in outcome.revoked}), "reason": outcome.revoked[0].revoke_reason},
         )
     if outcome.payment_failed:
         data = canonical["data"]
         notification_send(
-            event_id=event_id, user=user, template="payment_failed", category="billing",
+            event_id=event_id, user=user, template="payment_failed", uow=uow, category="billing",
             context={"amount": data.get("amount"), "currency": data.get("currency")},
         )

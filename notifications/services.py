@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_entry_append
+from config.unit_of_work import UnitOfWork
 from notifications.exceptions import (
     CategoryMismatch,
     InvalidUnsubscribeToken,
@@ -41,7 +42,8 @@ UNSUBSCRIBE_PATH = "/notifications/unsubscribe/{token}/"
 
 
 def notification_send(
-    *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP)
+    *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP),
+    uow: UnitOfWork | None = None,
 ) -> list[Notification]:
     """Record, and where allowed deliver, one notification per channel for an event.
 
@@ -52,7 +54,8 @@ def notification_send(
     with its reason and never sent. In-app rows are `sent` at once: being listed is the delivery.
 
     Email is at-most-once. The row is written `queued` here; after the caller's transaction commits
-    (`transaction.on_commit`) it is claimed `queued → sending` in its own commit, sent, and becomes
+    (`transaction.on_commit`; with a unit of work `uow`, the e-mails of the whole unit are handed to
+    one such hook when it is flushed) it is claimed `queued → sending` in its own commit, sent, and becomes
     `sent` (or `failed` with the exception type) in another, one message at a time. A worker that
     dies before the claim leaves `queued`: nothing left, so the recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
     after the claim leaves `sending`: the message may or may not have left, and resending could mail
@@ -75,13 +78,13 @@ def notification_send(
     clean_context = notification_context_clean(template=spec, context=context)
     return _notifications_write(
         event_uuid=event_uuid, user=user, spec=spec, template=template, category=category, context=clean_context,
-        channels=channels,
+        channels=channels, uow=uow,
     )
 
 
 # No savepoint: validation ran before, and an ON CONFLICT insert does not fail on a duplicate.
 @transaction.atomic(savepoint=False)
-def _notifications_write(*, event_uuid, user, spec, template, category, context, channels) -> list[Notification]:
+def _notifications_write(*, event_uuid, user, spec, template, category, context, channels, uow) -> list[Notification]:
     clean_context = context
     preferences = notification_preferences_effective(user_id=user.pk)
     subject = notification_render(template=spec, part="subject.txt", context=clean_context)
@@ -122,11 +125,12 @@ def _notifications_write(*, event_uuid, user, spec, template, category, context,
             # A redelivery, a replay or a retry after a crash: whatever happened the first time
             # stands, including a `sending` row whose outcome is unknown.
             continue
-        if notification.status == Notification.Status.QUEUED:
-            # robust: a failing delivery must not raise into the worker after its event committed.
-            transaction.on_commit(lambda notification_id=notification.id: _delivery_schedule(notification_id), robust=True)
+        if notification.status != Notification.Status.QUEUED:
+            _audit(notification, uow=uow)
+        elif uow is not None:
+            uow.defer(writer=_deliveries_schedule, item=notification.id)
         else:
-            _audit(notification)
+            _deliveries_schedule([notification.id])
     return notifications
 
 
@@ -140,8 +144,9 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
     return Notification.Status.QUEUED, ""
 
 
-def _delivery_schedule(notification_id) -> None:
-    notification_emails_deliver(notification_ids=[notification_id])
+def _deliveries_schedule(notification_ids: list) -> None:
+    # robust: a failing delivery must not raise into the worker after its event committed.
+    transaction.on_commit(lambda: notification_emails_deliver(notification_ids=notification_ids), robust=True)
 
 
 def notification_email_deliver(*, notification_id) -> str | None:
@@ -340,7 +345,7 @@ def _uuid_or_none(value) -> uuid.UUID | None:
         return None
 
 
-def _audit(notification: Notification) -> None:
+def _audit(notification: Notification, *, uow: UnitOfWork | None = None) -> None:
     action = {
         Notification.Status.SENT: "notification.sent",
         Notification.Status.SUPPRESSED: "notification.suppressed",
@@ -357,6 +362,7 @@ def _audit(notification: Notification) -> None:
         },
         subjects={"user": str(notification.user_id), "notification": str(notification.id)},
         dedup_key=f"notification:{notification.id}:{notification.status}",
+        uow=uow,
     )
 
 

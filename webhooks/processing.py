@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.services import audit_entries_deferred, audit_entry_append
+from audit.services import audit_entry_append
 from canonical.envelope import canonical_events_build
 from config.exceptions import ApplicationError
+from config.unit_of_work import UnitOfWork
 from fulfillment.services import canonical_event_fulfil
 from providers import scheme_get
 from webhooks.deadletters import dead_letter_record
@@ -173,9 +174,7 @@ def webhook_event_process(*, event_id: str) -> str | None:
             )
             if event is None:
                 return None
-            # Audit entries are written together at the end, so the chain lock is held only until commit.
-            with audit_entries_deferred():
-                event.status = webhook_event_fulfil(event=event)
+            event.status = webhook_event_fulfil(event=event)
             event.processed_at = timezone.now()
             event.last_error = ""
             event.lease_holder, event.lease_expires_at = "", None
@@ -205,7 +204,19 @@ def webhook_event_canonical_events(*, event: WebhookEvent, payload: dict | None 
 
 def webhook_event_fulfil(*, event: WebhookEvent) -> str:
     """Build the stored event's canonical events and hand each to fulfilment. Returns `processed` or
-    `ignored`. Runs inside the processing transaction: a failure anywhere rolls every effect back."""
+    `ignored`. Runs inside the processing transaction: a failure anywhere rolls every effect back.
+
+    The event is one unit of work: its audit entries and e-mails are collected and flushed at the
+    end, so the audit chain head is locked only from there to the commit, and the event's e-mails
+    leave through one after-commit hook.
+    """
+    uow = UnitOfWork()
+    status = _event_fulfil(event=event, uow=uow)
+    uow.flush()
+    return status
+
+
+def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
     payload = json.loads(webhook_event_body(event=event))
     endpoint = event.endpoint
     mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
@@ -218,15 +229,16 @@ def webhook_event_fulfil(*, event: WebhookEvent) -> str:
             "canonical_types": [c["type"] for c in canonical_events],
         },
         dedup_key=f"webhook.received:{event.id}",
+        uow=uow,
     )
     if not canonical_events:
         data = {"type": event.event_type, **({"reason": "livemode_mismatch", "mode": endpoint.mode} if mismatch else {})}
-        audit_entry_append(action="event.ignored", event_id=event.id, data=data, dedup_key=f"event.ignored:{event.id}")
+        audit_entry_append(action="event.ignored", event_id=event.id, data=data, dedup_key=f"event.ignored:{event.id}", uow=uow)
         if mismatch:
             logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, endpoint.mode)
         return WebhookEvent.Status.IGNORED
     for canonical in canonical_events:
-        canonical_event_fulfil(provider=endpoint.scheme, canonical=canonical, event_id=event.id)
+        canonical_event_fulfil(provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow)
     return WebhookEvent.Status.PROCESSED
 
 

@@ -1,14 +1,20 @@
 """Processing a stored Stripe event: entitlements converge whatever the delivery order."""
 
+import json
 import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from audit.models import AuditChainHead, AuditEntry
 from fulfillment.models import Customer, Entitlement
 from fulfillment.selectors import entitlement_list
+from tests.conftest import signed_headers
 from tests.fulfillment import stripe_events as se
 from webhooks.models import WebhookEvent
 from webhooks.processing import webhook_event_process
+from webhooks.receiving import webhook_event_receive
 
 T = int(time.time()) - 3600  # recent: subscription periods must not have ended
 pytestmark = pytest.mark.django_db
@@ -155,3 +161,44 @@ def test_events_api_detail_shows_the_canonical_events_without_personal_data(cata
     assert canonical["correlationid"] == event_id
     assert canonical["data"]["price_ids"] == ["price_pro"]
     assert "alice@example.com" not in response.content.decode()
+
+
+@pytest.mark.parametrize("refund_first", [False, True])
+def test_a_refund_and_its_payment_of_the_same_second_end_revoked_in_either_order(catalog, alice, deliver, refund_first):
+    payment = se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", user_id=alice.id, payment_intent="pi_1")
+    refund = se.charge_refunded(charge_id="ch_1", created=T, payment_intent="pi_1")
+    for event in (refund, payment) if refund_first else (payment, refund):
+        deliver(event)
+    deliver(payment)  # a redelivery changes nothing either
+
+    assert _active_keys(user_id=alice.id) == set()
+    assert Entitlement.objects.get().revoke_reason == "refunded"
+
+
+@pytest.mark.parametrize("checkout_first", [False, True])
+def test_a_checkout_and_its_subscription_of_the_same_second_merge_in_either_order(catalog, alice, deliver, checkout_first):
+    checkout = se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id, customer="cus_A",
+                                     subscription="sub_1")
+    created = se.subscription(event_type="customer.subscription.created", subscription_id="sub_1", created=T, customer="cus_A",
+                              price_id="price_pro", user_id=alice.id, period_end=T + 7200)
+    for event in (checkout, created) if checkout_first else (created, checkout):
+        deliver(event)
+
+    assert _active_keys(user_id=alice.id) == {"pro", "reports"}
+    assert {row.expires_at.timestamp() for row in Entitlement.objects.all()} == {T + 7200}
+
+
+def test_an_event_s_audit_entries_are_written_together_after_its_other_effects(catalog, alice, stripe_endpoint, stripe_secret):
+    body = json.dumps(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id,
+                                            payment_intent="pi_1")).encode()
+    event_id = webhook_event_receive(slug="stripe", body=body, headers=signed_headers("stripe", stripe_secret, body)).event_id
+    with CaptureQueriesContext(connection) as queries:
+        assert webhook_event_process(event_id=event_id) == "processed"
+
+    sql = [query["sql"] for query in queries.captured_queries]
+    head, entries = AuditChainHead._meta.db_table, AuditEntry._meta.db_table
+    locks = [i for i, statement in enumerate(sql) if head in statement and "FOR UPDATE" in statement]
+    inserts = [i for i, statement in enumerate(sql) if statement.startswith(f'INSERT INTO "{entries}"')]
+    assert len(locks) == 1 and len(inserts) == 1  # the chain head locked once, every entry in one INSERT
+    assert locks[0] > max(i for i, statement in enumerate(sql) if "notifications_notification" in statement)
+    assert AuditEntry.objects.count() >= 4  # received, granted ×2, in-app notification sent

@@ -3,8 +3,11 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
+from audit.models import AuditEntry
+from config.unit_of_work import UnitOfWork
 from notifications.exceptions import CategoryMismatch, UnknownCategory, UnknownChannel, UnknownNotificationTemplate
 from notifications.models import Notification
 from notifications.selectors import notification_stale_sending_list
@@ -133,6 +136,7 @@ class TestNotificationSend:
                 "data": {"channel": "email", "template": "access_granted", "category": "access", "reason": "preference_off"},
                 "subjects": {"user": str(user.pk), "notification": str(notifications["email"].pk)},
                 "dedup_key": f"notification:{notifications['email'].pk}:suppressed",
+                "uow": None,  # no unit of work: written at once
             }
         ]
 
@@ -176,3 +180,23 @@ class TestNotificationSend:
             send(user, **overrides)
         assert caught.value.permanent is True
         assert Notification.objects.count() == 0
+
+
+class TestNotificationSendInAUnitOfWork:
+    def test_its_emails_and_audit_entries_wait_for_the_flush_then_leave_through_one_hook_after_commit(
+        self, user, django_capture_on_commit_callbacks
+    ):
+        other = UserFactory()
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            hooks = len(connection.run_on_commit)
+            uow = UnitOfWork()
+            send(user, uow=uow)
+            send(other, uow=uow)
+            assert (len(connection.run_on_commit), AuditEntry.objects.count()) == (hooks, 0)  # nothing before the flush
+            uow.flush()
+            assert AuditEntry.objects.filter(action="notification.sent").count() == 2  # the in-app rows
+            assert mail.outbox == []
+
+        assert len(callbacks) == 1
+        assert sorted(message.to[0] for message in mail.outbox) == sorted([user.email, other.email])
+        assert set(Notification.objects.values_list("status", flat=True)) == {Notification.Status.SENT}
