@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from django.views.decorators.debug import sensitive_variables
 
 from config.strict_json import NotStrictJson, strict_json_loads
-from providers.exceptions import InvalidPayload, MalformedSignature, TimestampOutOfTolerance
+from providers.exceptions import InvalidPayload, InvalidSignature, MalformedSignature, MissingSignature, TimestampOutOfTolerance
 
 # Bounds on what a request may make us do before its signature verifies. Real senders put one
 # signature per active secret (two or three while a secret rolls); 32 entries of either scheme fit
@@ -229,3 +229,26 @@ def timestamped_hex_signatures_parse(header: str, *, name: str, separator: str, 
     if timestamp is None or not signatures:
         raise MalformedSignature(f"{name} needs {timestamp_key} and at least one {signature_key}")
     return timestamp, list(signatures)
+
+
+@sensitive_variables("body", "keys", "signed", "macs")
+def timestamped_hmac_payload(
+    *, headers: Mapping[str, str], body: bytes, keys: Sequence[SigningKey], tolerance: int, now: float,
+    header_name: str, separator: str, timestamp_key: str, signature_key: str, joiner: bytes,
+) -> tuple[dict, str]:
+    """(payload, header) of a delivery signed as Stripe and Paddle sign: HMAC-SHA256 keyed by the whole
+    secret over `"{timestamp}{joiner}{raw body}"`, hex entries in one header (several while a secret
+    rotates). One MAC per active key, however many entries the header carries; the signature is
+    checked before the time, and both before the body is parsed."""
+    header = headers.get(header_name)
+    if not header:
+        raise MissingSignature(f"no {header_name} header")
+    timestamp, signatures = timestamped_hex_signatures_parse(
+        header, name=header_name, separator=separator, timestamp_key=timestamp_key, signature_key=signature_key
+    )
+    signed = str(timestamp).encode() + joiner + body
+    macs = [hmac_sha256(key.material, signed) for key in keys if key.kind == "hmac"]
+    if not any_mac_matches(macs, signatures):
+        raise InvalidSignature("no signature matches an active secret")
+    timestamp_check(timestamp, tolerance=tolerance, now=now)
+    return json_object_parse(body), header

@@ -13,24 +13,18 @@ from providers.base import (
     Scheme,
     SigningKey,
     VerifiedDelivery,
-    any_mac_matches,
     event_type_get,
     hmac_sha256,
-    json_object_parse,
     provider_event_id_get,
-    timestamp_check,
-    timestamped_hex_signatures_parse,
+    timestamped_hmac_payload,
 )
-from providers.exceptions import InvalidSecret, InvalidSignature, MissingSignature
+from providers.exceptions import InvalidSecret
 from providers.paddle.facts import paddle_facts, rfc3339_parse
 from providers.paddle.samples import paddle_trigger_event
 
 HEADER = "Paddle-Signature"
 SECRET_PREFIX = "pdl_ntfset_"
 
-
-def _header_parse(header: str) -> tuple[int, list[bytes]]:
-    return timestamped_hex_signatures_parse(header, name=HEADER, separator=";", timestamp_key="ts", signature_key="h1")
 
 
 class PaddleScheme(Scheme):
@@ -46,17 +40,10 @@ class PaddleScheme(Scheme):
 
     @sensitive_variables("body", "keys", "signed", "macs", "payload")
     def verify(self, *, headers, body, keys, tolerance, now):
-        header = headers.get(HEADER)
-        if not header:
-            raise MissingSignature("no Paddle-Signature header")
-        timestamp, signatures = _header_parse(header)
-        signed = str(timestamp).encode() + b":" + body
-        # One HMAC over the body per key, however many entries the header carries.
-        macs = [hmac_sha256(key.material, signed) for key in keys if key.kind == "hmac"]
-        if not any_mac_matches(macs, signatures):
-            raise InvalidSignature("no signature matches an active secret")
-        timestamp_check(timestamp, tolerance=tolerance, now=now)
-        payload = json_object_parse(body)
+        payload, header = timestamped_hmac_payload(
+            headers=headers, body=body, keys=keys, tolerance=tolerance, now=now,
+            header_name=HEADER, separator=";", timestamp_key="ts", signature_key="h1", joiner=b":",
+        )
         return VerifiedDelivery(
             provider_event_id=provider_event_id_get(payload, "event_id"),
             event_type=event_type_get(payload, "event_type"),
