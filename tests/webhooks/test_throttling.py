@@ -2,7 +2,9 @@
 
 import json
 import secrets
+import socket
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -202,10 +204,11 @@ def test_the_limits_hold_across_gunicorn_workers(cache, transactional_db, stripe
         env["CACHE_URL"] = f"filecache://{tmp_path / 'cache'}"
     web, url = web_start(env, tmp_path / "web.log", workers=2)
     try:
-        deliveries = _until_both_workers_throttle(lambda: _post_live(url, "stripe", stripe_secret), access_log)
+        deliveries = _until_both_workers_throttle(lambda: _post_live(url, "stripe", stripe_secret), access_log, url)
         refusals = _until_both_workers_throttle(
             lambda: requests.post(f"{url}/webhooks/nope/", data=b"{}", timeout=10, headers={"Connection": "close"}).status_code,
             access_log,
+            url,
         )
     finally:
         web.stop()
@@ -223,11 +226,26 @@ def _post_live(url: str, slug: str, secret: str) -> int:
     return requests.post(f"{url}/webhooks/{slug}/", data=body, timeout=10, headers=headers).status_code
 
 
-def _until_both_workers_throttle(send, access_log, *, most: int = 80) -> list[tuple[str, int]]:
-    """Send one request at a time until each of the two workers has answered 429; (worker, status) each."""
+def _until_both_workers_throttle(send, access_log, url: str, *, most: int = 80) -> list[tuple[str, int]]:
+    """Send one request at a time until each of the two workers has answered 429; (worker, status) each.
+
+    Linux wakes the worker that blocked in accept() last, so an idle, fast worker can take every
+    sequential request. Every other request, a second connection first occupies one worker with an
+    unfinished request line (it waits to read the rest), so the request goes to the other worker.
+    """
     start, answered = len(_webhook_lines(access_log)), []
-    for _ in range(most):
-        status = send()
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    for sent in range(most):
+        blocker = None
+        if sent % 2:
+            blocker = socket.create_connection((host, port), timeout=5)
+            blocker.sendall(b"GET /healthz HTTP/1.1\r\n")  # no end of headers: its worker keeps reading
+            time.sleep(0.05)  # accepted before the request below connects
+        try:
+            status = send()
+        finally:
+            if blocker is not None:
+                blocker.close()  # never a complete request: no access-log line
         deadline = time.monotonic() + 5  # gunicorn logs the request after responding
         while len(lines := _webhook_lines(access_log)) < start + len(answered) + 1 and time.monotonic() < deadline:
             time.sleep(0.02)
