@@ -44,7 +44,6 @@ class PoisonEvent(Exception):
 # under a live but slow worker costs a spare message, never a second run. Times are the workers'
 # clocks (NTP keeps them within milliseconds; a lease lasts tens of seconds).
 
-_LEASABLE = WAITING
 _holder: dict[str, object] = {"pid": None, "name": ""}
 
 
@@ -102,7 +101,7 @@ def webhook_events_lease(*, event_ids: list[str]) -> set[str]:
             f"UPDATE {table} SET lease_holder = %s, lease_expires_at = %s WHERE id IN ("
             f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(pks))}) AND status IN (%s, %s, %s) "
             f"AND (lease_holder = %s OR lease_expires_at IS NULL OR lease_expires_at < %s){skip_locked}) RETURNING id",
-            [holder, ops.adapt_datetimefield_value(_lease_expiry(now)), *pks, *_LEASABLE, holder,
+            [holder, ops.adapt_datetimefield_value(_lease_expiry(now)), *pks, *WAITING, holder,
              ops.adapt_datetimefield_value(now)],
         )
         held = {str(meta.pk.to_python(row[0])) for row in cursor.fetchall()}
@@ -116,13 +115,13 @@ def _leases_of_dead_holders_take(event_ids: list[str], holder: str) -> set[str]:
     taken = set()
     host = socket.gethostname()
     leased = WebhookEvent.objects.filter(
-        id__in=event_ids, status__in=_LEASABLE, lease_holder__startswith=f"{host}:"
+        id__in=event_ids, status__in=WAITING, lease_holder__startswith=f"{host}:"
     ).values_list("id", "lease_holder")
     for event_id, other in leased:
         if not _holder_process_gone(other):
             continue
         # Conditional on the dead holder: of two processes taking over, one wins.
-        if WebhookEvent.objects.filter(id=event_id, lease_holder=other, status__in=_LEASABLE).update(
+        if WebhookEvent.objects.filter(id=event_id, lease_holder=other, status__in=WAITING).update(
             lease_holder=holder, lease_expires_at=_lease_expiry(timezone.now())
         ):
             logger.warning("lease taken over from a dead process: event=%s holder=%s", event_id, other)
@@ -145,7 +144,7 @@ def _attempt_claim(event_id: str) -> int | None:
             f"UPDATE {quote(meta.db_table)} SET attempts = attempts + 1, status = %s, lease_holder = %s, "
             f"lease_expires_at = %s WHERE id = %s AND status IN (%s, %s, %s) "
             f"AND (lease_holder = %s OR lease_expires_at IS NULL OR lease_expires_at < %s) RETURNING attempts",
-            [WebhookEvent.Status.PROCESSING, holder, ops.adapt_datetimefield_value(_lease_expiry(now)), pk, *_LEASABLE,
+            [WebhookEvent.Status.PROCESSING, holder, ops.adapt_datetimefield_value(_lease_expiry(now)), pk, *WAITING,
              holder, ops.adapt_datetimefield_value(now)],
         )
         row = cursor.fetchone()
