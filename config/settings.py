@@ -276,6 +276,8 @@ NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SEC
 # within WEBHOOK_REDISPATCH_*).
 DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
+# "Paid but not provisioned": a payment older than this with no entitlement is an SLO breach (webhooks/slo.py).
+PROVISIONING_SLO_SECONDS = env.int("PROVISIONING_SLO_SECONDS", default=300)
 
 # --- Cache ------------------------------------------------------------------------------------
 # Holds the rate-limit counters, so it must be shared by every web process: Redis when the broker is
