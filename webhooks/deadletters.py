@@ -432,11 +432,16 @@ def dead_letter_list() -> QuerySet[DeadLetter]:
     )
 
 
-def webhook_events_for_replay(*, endpoint, since, until, event_type: str | None = None) -> QuerySet[WebhookEvent]:
+def webhook_events_for_replay(
+    *, endpoint, since, until, event_type: str | None = None, statuses: list[str] | None = None
+) -> QuerySet[WebhookEvent]:
     queryset = WebhookEvent.objects.filter(endpoint=endpoint, received_at__gte=since, received_at__lt=until)
     if event_type:
         queryset = queryset.filter(event_type=event_type)
-    return queryset.order_by("received_at")
+    if statuses:
+        queryset = queryset.filter(status__in=statuses)
+    # Oldest first, and a stable order among equal times, so `--limit` batches do not overlap or skip.
+    return queryset.order_by("received_at", "id")
 
 
 def dead_letter_stats() -> dict:

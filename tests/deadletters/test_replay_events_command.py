@@ -66,6 +66,28 @@ def test_type_narrows_the_selection(window, django_capture_on_commit_callbacks):
     assert list(WebhookEvent.objects.filter(status="received").values_list("event_type", flat=True)) == ["charge.refunded"]
 
 
+def test_status_and_limit_replay_a_small_batch_first_then_the_rest(window, django_capture_on_commit_callbacks):
+    base = ["--endpoint", "stripe", "--since", window["since"], "--until", window["until"]]
+    out, _ = _run(*base, "--dry-run")
+    assert "by status: dead 1, processed 2" in out
+
+    # The runbook's "small batch first": the oldest processed event only.
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = _run(*base, "--status", "processed", "--limit", "1")
+    assert "1 events match" in out and "status=processed limit=1" in out and "re-queued 1 events" in out
+    oldest = window["inside"][0]
+    oldest.refresh_from_db()
+    assert oldest.status == "received"
+    assert WebhookEvent.objects.get(id=window["inside"][1].id).status == "processed"
+
+    # Then the rest: the batch already replayed is no longer `processed`, so it is not selected again.
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = _run(*base, "--status", "processed")
+    assert "1 events match" in out and "re-queued 1 events" in out
+    assert WebhookEvent.objects.get(id=window["inside"][1].id).status == "received"
+    assert WebhookEvent.objects.get(id=window["dead_letter"].event_id).status == "dead"
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
@@ -73,6 +95,7 @@ def test_type_narrows_the_selection(window, django_capture_on_commit_callbacks):
         (["--endpoint", "stripe", "--since", "yesterday", "--until", "2026-01-02"], "--since 'yesterday' is not an ISO 8601"),
         (["--endpoint", "stripe", "--since", "2026-01-02", "--until", "2026-01-02T00:00:00Z"], "--since must be earlier"),
         (["--endpoint", "stripe", "--since", "2026-01-03", "--until", "2026-01-02"], "--since must be earlier"),
+        (["--endpoint", "stripe", "--since", "2026-01-01", "--until", "2026-01-02", "--limit", "0"], "--limit must be a positive"),
     ],
 )
 def test_bad_input_is_a_one_line_command_error(stripe_endpoint, args, reason):

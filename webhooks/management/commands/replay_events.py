@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
@@ -34,24 +35,44 @@ class Command(BaseCommand):
         parser.add_argument("--since", required=True, help="ISO 8601, inclusive")
         parser.add_argument("--until", required=True, help="ISO 8601, exclusive")
         parser.add_argument("--type", dest="event_type", default=None, help="only this provider event type")
-        parser.add_argument("--dry-run", action="store_true", help="count the events, change nothing")
+        parser.add_argument(
+            "--status", action="append", default=None, choices=sorted(WebhookEvent.Status.values), metavar="STATUS",
+            help="only events in this status (repeatable), e.g. --status dead --status failed",
+        )
+        parser.add_argument(
+            "--limit", type=int, default=None,
+            help="only the first N matching events (oldest first): replay a small batch, check it, then the rest",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="count the events by status, change nothing")
 
-    def handle(self, *args, endpoint, since, until, event_type, dry_run, **options):
+    def handle(self, *args, endpoint, since, until, event_type, status, limit, dry_run, **options):
         since_at, until_at = _instant(since, "since"), _instant(until, "until")
         if since_at >= until_at:
             raise CommandError("--since must be earlier than --until")
+        if limit is not None and limit < 1:
+            raise CommandError("--limit must be a positive number of events")
         try:
             endpoint_row = webhook_endpoint_get(slug=endpoint)
         except EndpointNotFound:
             raise CommandError(f"unknown endpoint {endpoint!r}") from None
-        event_ids = list(
-            webhook_events_for_replay(endpoint=endpoint_row, since=since_at, until=until_at, event_type=event_type)
-            .values_list("id", flat=True)
+        selected = webhook_events_for_replay(
+            endpoint=endpoint_row, since=since_at, until=until_at, event_type=event_type, statuses=status
         )
+        if limit is not None:
+            selected = selected[:limit]
+        rows = list(selected.values_list("id", "status"))
+        event_ids = [event_id for event_id, _ in rows]
         scope = f"endpoint={endpoint} since={since_at.isoformat()} until={until_at.isoformat()}"
         if event_type:
             scope += f" type={event_type}"
+        if status:
+            scope += f" status={','.join(sorted(set(status)))}"
+        if limit is not None:
+            scope += f" limit={limit}"
         self.stdout.write(f"{len(event_ids)} events match {scope}")
+        by_status = Counter(event_status for _, event_status in rows)
+        if by_status:
+            self.stdout.write("by status: " + ", ".join(f"{name} {count}" for name, count in sorted(by_status.items())))
         if dry_run:
             self.stdout.write("dry run: nothing changed")
             return
