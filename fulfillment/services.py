@@ -383,7 +383,7 @@ def _entitlement_operator_audit(action: str, *, row: Entitlement, actor: str, so
             "expires_at": row.expires_at.isoformat() if row.expires_at else None, "reason": reason,
             "source": source, **_note_audited(note),
         },
-        subjects=_subjects(row.customer),
+        subjects=_entitlement_subjects(row, customer_subjects=_subjects(row.customer), event_subjects={}),
     )
 
 

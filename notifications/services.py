@@ -365,6 +365,7 @@ def _audit(notification: Notification, *, uow: UnitOfWork | None = None, subject
         Notification.Status.SUPPRESSED: "notification.suppressed",
         Notification.Status.FAILED: "notification.failed",
     }[notification.status]
+    own = {"user": str(notification.user_id), "notification": str(notification.id)}
     audit_entry_append(
         action=action,
         event_id=notification.event_id,
@@ -374,7 +375,7 @@ def _audit(notification: Notification, *, uow: UnitOfWork | None = None, subject
             "category": notification.category,
             "reason": notification.reason or notification.error_type or None,
         },
-        subjects=subjects_merge(subjects, {"user": str(notification.user_id), "notification": str(notification.id)}),
+        subjects=subjects_merge(subjects, own) if subjects else own,
         dedup_key=f"notification:{notification.id}:{notification.status}",
         uow=uow,
     )

@@ -23,10 +23,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from audit.models import AuditEntry, AuditSubject
+from audit.services import _entry_prepare, audit_entry_append
 from config.blind_index import blind_index
 from fulfillment.services import catalog_import
 from providers import scheme_get
-from providers.adyen.samples import SAMPLE_PRICE_ID as ADYEN_SAMPLE_PRICE  # noqa: F401  (documents the sample)
 from providers.paddle import samples as paddle_samples
 from providers.paypal import samples as paypal_samples
 from providers.stripe import samples as stripe_samples
@@ -34,7 +34,8 @@ from tests.audit.pii import assert_no_pii, audit_table_texts
 from tests.providers.adyen import notifications as adyen
 from tests.providers.lemonsqueezy import events as lemon
 from tests.providers.paypal.conftest import cert_server, cert_server_session, paypal_signature, pki  # noqa: F401  (fixtures)
-from webhooks import endpoints
+from webhooks import endpoints, processing
+from webhooks.models import WebhookEvent
 from webhooks.processing import webhook_event_process
 from webhooks.receiving import webhook_event_receive
 
@@ -257,8 +258,6 @@ def test_a_dead_lettered_event_carries_its_buyer(buyer, support_client, request,
 
 
 def test_a_dead_letter_whose_facts_fail_is_recorded_without_subjects(buyer, request, monkeypatch):
-    from webhooks import processing
-
     stream = _stripe(buyer, request)
     result = webhook_event_receive(slug=stream.slug, body=stream.payment, headers=stream.sign(stream.payment))
 
@@ -271,6 +270,19 @@ def test_a_dead_letter_whose_facts_fail_is_recorded_without_subjects(buyer, requ
     entry = AuditEntry.objects.get(action="task.dead_lettered")
     assert str(entry.event_id) == str(result.event_id)
     assert not AuditSubject.objects.filter(entry=entry).exists()
+
+
+def test_a_poison_event_is_dead_lettered_without_building_its_facts_again(buyer, request, settings, monkeypatch):
+    stream = _stripe(buyer, request)
+    result = webhook_event_receive(slug=stream.slug, body=stream.payment, headers=stream.sign(stream.payment))
+    WebhookEvent.objects.filter(id=result.event_id).update(attempts=settings.WEBHOOK_MAX_ATTEMPTS)
+    built = []
+    monkeypatch.setattr(processing, "webhook_event_canonical_events", lambda **kwargs: built.append(kwargs) or [])
+
+    assert webhook_event_process(event_id=result.event_id) == "dead"
+
+    entry = AuditEntry.objects.get(action="task.dead_lettered")
+    assert built == [] and not AuditSubject.objects.filter(entry=entry).exists()
 
 
 def test_an_event_ignored_for_its_mode_carries_no_subjects(buyer, request, django_capture_on_commit_callbacks):
@@ -300,3 +312,32 @@ def test_the_grant_and_its_revocation_carry_the_payment_and_the_subscription(
         assert ("subscription", blind_index(subscription, kind="subscription")) in pairs
         assert ("customer", blind_index(stream.customer_id, kind="customer")) in pairs
     assert "entitlement.granted" in _actions(_search(support_client, subscription))
+
+
+# --- Several values of one kind on one entry -------------------------------------------------------------
+
+
+def test_a_kind_may_hold_several_values_each_stored_once_as_its_hash(support_client):
+    entry = audit_entry_append(
+        action="entitlement.revoked",
+        subjects={"payment": ["pi_1", "pi_2", "pi_1"], "email": ("Alice@Example.com", "alice@example.com"), "user": None},
+    )
+
+    pairs = sorted(AuditSubject.objects.filter(entry=entry).values_list("kind", "value_hash"))
+    assert pairs == sorted([
+        ("payment", blind_index("pi_1", kind="payment")), ("payment", blind_index("pi_2", kind="payment")),
+        ("email", blind_index("alice@example.com", kind="email")),
+    ])
+    assert [row["id"] for row in _search(support_client, "pi_2")] == [entry.id]
+    out = io.StringIO()
+    call_command("verify_audit_chain", stdout=out)
+    assert out.getvalue().splitlines()[-1].startswith("OK 1 entries")
+
+
+def test_a_single_value_hashes_into_the_chain_as_it_always_has():
+    as_string = _entry_prepare(action="webhook.received", subjects={"email": "a@example.com", "customer": "cus_1"})
+    as_lists = _entry_prepare(action="webhook.received", subjects={"email": ["a@example.com"], "customer": ("cus_1",)})
+
+    assert as_string["subject_pairs"] == as_lists["subject_pairs"] == sorted([
+        ("email", blind_index("a@example.com", kind="email")), ("customer", blind_index("cus_1", kind="customer")),
+    ])
