@@ -222,6 +222,7 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
     endpoint = event.endpoint
     mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
     canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
+    subjects = canonical_subjects(canonical_events)
     audit_entry_append(
         action="webhook.received",
         event_id=event.id,
@@ -231,7 +232,7 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
         },
         # The buyer's identifiers (email, customer, user, payment, subscription): a search by any of
         # them finds the event, also a refund that arrived before its payment.
-        subjects=canonical_subjects(canonical_events),
+        subjects=subjects,
         dedup_key=f"webhook.received:{event.id}",
         uow=uow,
     )
@@ -242,7 +243,11 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
             logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, endpoint.mode)
         return WebhookEvent.Status.IGNORED
     for canonical in canonical_events:
-        canonical_event_fulfil(provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow)
+        # One fact (most events): its subjects are the event's, already decrypted. Several: each its own.
+        canonical_event_fulfil(
+            provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow,
+            subjects=subjects if len(canonical_events) == 1 else None,
+        )
     return WebhookEvent.Status.PROCESSED
 
 

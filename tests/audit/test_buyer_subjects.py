@@ -341,3 +341,24 @@ def test_a_single_value_hashes_into_the_chain_as_it_always_has():
     assert as_string["subject_pairs"] == as_lists["subject_pairs"] == sorted([
         ("email", blind_index("a@example.com", kind="email")), ("customer", blind_index("cus_1", kind="customer")),
     ])
+
+
+def test_a_grant_after_its_subscription_ended_is_recorded_as_blocked(
+    buyer, support_client, request, django_capture_on_commit_callbacks
+):
+    stream = _paddle(buyer, request)
+    canceled = paddle_samples.paddle_trigger_event("subscription.canceled")
+    canceled["occurred_at"] = paddle_samples.rfc3339(REFUND_AT)
+    canceled["data"]["custom_data"] = {"user_id": str(buyer.pk)}
+    subscription = canceled["data"]["id"]
+    assert json.loads(stream.payment)["data"]["subscription_id"] == subscription
+    _deliver(stream, json.dumps(canceled).encode(), django_capture_on_commit_callbacks)
+    payment_event = _deliver(stream, stream.payment, django_capture_on_commit_callbacks)
+
+    rows = [row for row in _search(support_client, subscription) if row["event"] == str(payment_event)]
+
+    assert _actions(rows) == ["entitlement.blocked"] * 2 + ["webhook.received"]
+    blocked = [row["data"] for row in rows if row["action"] == "entitlement.blocked"]
+    assert {(data["reason"], data["blocking_event"], data["source"]) for data in blocked} == {
+        ("subscription_ended", None, f"subscription:{subscription}")
+    }
