@@ -60,6 +60,12 @@ ALLOWED_DATA: dict[str, dict] = {
     "event.ignored": {"type": CODE, "reason": CODE, "mode": enum("live", "test")},
     "entitlement.granted": _ENTITLEMENT_EFFECT,
     "entitlement.revoked": _ENTITLEMENT_EFFECT,
+    # A grant that lands revoked: `reason` (refunded, disputed, subscription_ended) and the stored
+    # event that revoked it first (`blocking_event`; null for a subscription end).
+    "entitlement.blocked": {
+        "entitlement": CODE, "source": ID, "payment_intent": ID, "reason": LABEL, "blocking_event": ID,
+        "canonical_event": ID,
+    },
     "notification.sent": _NOTIFICATION,
     "notification.suppressed": _NOTIFICATION,
     "notification.failed": _NOTIFICATION,

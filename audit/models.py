@@ -26,6 +26,8 @@ class AuditAction(models.TextChoices):
     PRODUCT_CHANGED = "product.changed"
     PRODUCT_DELETED = "product.deleted"
     ENDPOINT_CHANGED = "endpoint.changed"
+    # A grant that an earlier refund, dispute or subscription end had already revoked (issue 12).
+    ENTITLEMENT_BLOCKED = "entitlement.blocked"
 
 
 class AuditEntry(models.Model):

@@ -73,13 +73,27 @@ def _entry_insert(entry: AuditEntry) -> bool:
         return cursor.fetchone() is not None
 
 
+def _subject_pairs(subjects: dict | None) -> list[tuple[str, str]]:
+    """Sorted, distinct (kind, blind-index hash) pairs; a value may be a str or a list/tuple of str.
+
+    The chain hashes these pairs as it always has, so entries written before lists were allowed
+    still verify; two spellings of one value (an email's case) are one pair.
+    """
+    pairs = set()
+    for kind, values in (subjects or {}).items():
+        for value in values if isinstance(values, list | tuple) else [values]:
+            if value not in (None, ""):
+                pairs.add((kind, blind_index(str(value), kind=kind)))
+    return sorted(pairs)
+
+
 def _entry_prepare(
     *,
     action: str,
     actor: str = "system",
     event_id=None,
     data: dict | None = None,
-    subjects: dict[str, str] | None = None,
+    subjects: dict[str, str | list[str]] | None = None,
     dedup_key: str | None = None,
 ) -> dict:
     """Validate and redact one entry's arguments; no database work, so a refusal spoils nothing."""
@@ -92,9 +106,7 @@ def _entry_prepare(
         event_uuid = uuid.UUID(str(event_id)) if event_id else None
     except ValueError:
         raise AuditError("event_id must be a UUID") from None
-    subject_pairs = sorted(
-        (kind, blind_index(str(value), kind=kind)) for kind, value in (subjects or {}).items() if value not in (None, "")
-    )
+    subject_pairs = _subject_pairs(subjects)
     return {
         "action": action,
         "actor": actor,
@@ -135,7 +147,7 @@ def audit_entry_append(
     actor: str = "system",
     event_id=None,
     data: dict | None = None,
-    subjects: dict[str, str] | None = None,
+    subjects: dict[str, str | list[str]] | None = None,
     dedup_key: str | None = None,
     uow: UnitOfWork | None = None,
 ) -> AuditEntry | None:
@@ -144,7 +156,8 @@ def audit_entry_append(
     Meant to run inside the caller's transaction: the entry commits or rolls back with the effect
     it records. Appends are serialised by a lock on the chain head that is held until that
     transaction ends, so call this late in the transaction. `data` always passes through the
-    redactor; `subjects` values are stored only as blind-index hashes.
+    redactor; `subjects` values (a str or a list of str per kind) are stored only as blind-index
+    hashes.
 
     With a unit of work (event processing: several entries in one transaction) the entry is
     validated here, so a bad one still raises where it is made, and written when `uow` is flushed,

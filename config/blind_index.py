@@ -28,6 +28,7 @@ SUBJECT_KINDS = frozenset(
         "email",
         "customer",
         "user",
+        "payment",  # the provider's payment id a payment and its refunds/disputes share
         "payment_intent",
         "charge",
         "invoice",

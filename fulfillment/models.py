@@ -102,12 +102,17 @@ class Subscription(models.Model):
 
 
 class PaymentRevocation(models.Model):
-    """A refund or dispute against a payment; kept so a grant that arrives later stays revoked."""
+    """A refund or dispute against a payment; kept so a grant that arrives later stays revoked.
+
+    `event_id` is the stored event that recorded it (no foreign key: fulfilment never imports
+    ingestion), named by the `entitlement.blocked` entry of a grant it blocks.
+    """
 
     provider = models.CharField(max_length=32)
     payment_intent = models.CharField(max_length=255)
     reason = models.CharField(max_length=32)
     occurred_at = models.DateTimeField()
+    event_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_datetime
 from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from canonical.facts import email_hash
+from canonical.subjects import canonical_subjects, subjects_merge
 from config import encryption
 from config.db import rows_insert_new
 from config.unit_of_work import UnitOfWork
@@ -275,29 +276,45 @@ def customers_link_user(*, user) -> int:
 # --- Entitlements ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class GrantBlock:
+    """Why a grant must land revoked, and the stored event that revoked it first (None: unknown)."""
+
+    reason: str
+    event_id: object = None
+
+
 @dataclass
 class FulfilmentOutcome:
     granted: list[Entitlement] = field(default_factory=list)
     revoked: list[Entitlement] = field(default_factory=list)
+    # Grants that landed revoked because a refund, dispute or subscription end came first.
+    blocked: list[tuple[Entitlement, GrantBlock]] = field(default_factory=list)
     payment_failed: bool = False
     customer: Customer | None = None
 
 
-def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, at: datetime) -> str:
-    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end it does not supersede."""
+def _grant_block(*, provider: str, source: str, payment_intent: str, at: datetime) -> GrantBlock | None:
+    """The refund/dispute or subscription end a grant at `at` does not supersede, if any."""
     if payment_intent:
         revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent).first()
         if revocation is not None and not fact_supersedes(
             current_at=revocation.occurred_at, current_ends=True, incoming_at=at
         ):
-            return revocation.reason
+            return GrantBlock(reason=revocation.reason, event_id=revocation.event_id)
     if source.startswith("subscription:"):
         ended_at = Subscription.objects.filter(
             provider=provider, subscription_id=source.removeprefix("subscription:"), status__in=ENDED
         ).values_list("state_at", flat=True).first()
         if ended_at is not None and not fact_supersedes(current_at=ended_at, current_ends=True, incoming_at=at):
-            return "subscription_ended"
-    return ""
+            return GrantBlock(reason="subscription_ended")
+    return None
+
+
+def _revoked_by_later_fact(*, provider: str, source: str, payment_intent: str, at: datetime) -> str:
+    """Why a grant at `at` must stay revoked: a refund/dispute or subscription end it does not supersede."""
+    block = _grant_block(provider=provider, source=source, payment_intent=payment_intent, at=at)
+    return block.reason if block else ""
 
 
 def entitlement_grant(
@@ -366,7 +383,7 @@ def _entitlement_operator_audit(action: str, *, row: Entitlement, actor: str, so
             "expires_at": row.expires_at.isoformat() if row.expires_at else None, "reason": reason,
             "source": source, **_note_audited(note),
         },
-        subjects=_subjects(row.customer),
+        subjects=_entitlement_subjects(row, customer_subjects=_subjects(row.customer), event_subjects={}),
     )
 
 
@@ -443,14 +460,16 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome, uow):
     )
     expires_at = parse_datetime(data["access_until"]) if data["access_until"] else None
     payment_intent = data["payment_intent"] or ""
-    blocked = _revoked_by_later_fact(provider=provider, source=source, payment_intent=payment_intent, at=at)
+    block = _grant_block(provider=provider, source=source, payment_intent=payment_intent, at=at)
     for key in keys:
         row, became_active = entitlement_grant(
             customer=customer, key=key, source=source, at=at, event_id=event_id,
-            payment_intent=payment_intent, expires_at=expires_at, blocked=blocked,
+            payment_intent=payment_intent, expires_at=expires_at, blocked=block.reason if block else "",
         )
         if became_active:
             outcome.granted.append(row)
+        elif block is not None:
+            outcome.blocked.append((row, block))
 
 
 def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
@@ -461,13 +480,16 @@ def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
         return
     source = f"subscription:{data['subscription']}"
     expires_at = parse_datetime(data["current_period_end"]) if data["current_period_end"] else None
-    blocked = _revoked_by_later_fact(provider=provider, source=source, payment_intent="", at=at)
+    block = _grant_block(provider=provider, source=source, payment_intent="", at=at)
     for key in keys:
         row, became_active = entitlement_grant(
-            customer=customer, key=key, source=source, at=at, event_id=event_id, expires_at=expires_at, blocked=blocked
+            customer=customer, key=key, source=source, at=at, event_id=event_id, expires_at=expires_at,
+            blocked=block.reason if block else "",
         )
         if became_active:
             outcome.granted.append(row)
+        elif block is not None:
+            outcome.blocked.append((row, block))
     # A plan change: keys the subscription no longer carries are revoked.
     dropped = Entitlement.objects.select_for_update().filter(customer=customer, source=source).exclude(key__in=keys)
     outcome.revoked += _revoke_rows(dropped, at=at, reason="plan_changed", event_id=event_id)
@@ -489,7 +511,7 @@ def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
         logger.info("revocation without payment_intent: nothing to match (event=%s)", event_id)
         return
     PaymentRevocation.objects.get_or_create(
-        provider=provider, payment_intent=payment_intent, defaults={"reason": reason, "occurred_at": at}
+        provider=provider, payment_intent=payment_intent, defaults={"reason": reason, "occurred_at": at, "event_id": event_id}
     )
     rows = list(Entitlement.objects.select_for_update().select_related("customer").filter(
         customer__provider=provider, payment_intent=payment_intent
@@ -523,15 +545,21 @@ HANDLERS = {
 }
 
 
-def canonical_event_fulfil(*, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None) -> FulfilmentOutcome:
+def canonical_event_fulfil(
+    *, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None, subjects: dict | None = None
+) -> FulfilmentOutcome:
     """Apply one canonical event's entitlement effects; audit them; notify the user.
 
     The audit entries and e-mails go to `uow` when given (event processing flushes it before its
-    commit); without one they are written at once.
+    commit); without one they are written at once. `subjects` are the event's buyer identifiers
+    (`canonical.subjects`; computed from `canonical` when not given): every entry this writes, and
+    the notifications it causes, carry them besides the customer's own.
     """
     outcome = FulfilmentOutcome()
     HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow)
-    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow)
+    if subjects is None:
+        subjects = canonical_subjects([canonical])
+    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow, subjects=subjects)
     return outcome
 
 
@@ -548,13 +576,35 @@ def _subjects(customer: Customer | None) -> dict[str, str]:
     return subjects
 
 
+def _entitlement_subjects(row: Entitlement, *, customer_subjects: dict, event_subjects: dict) -> dict[str, list[str]]:
+    """A row's buyer (its customer's ids), its payment and subscription, and the event's buyer ids."""
+    own = {}
+    if row.payment_intent:
+        own["payment"] = row.payment_intent
+    if row.source.startswith("subscription:"):
+        own["subscription"] = row.source.removeprefix("subscription:")
+    return subjects_merge(customer_subjects, own, event_subjects)
+
+
 def _latest_expiry(rows: list[Entitlement]) -> str | None:
     expiries = [row.expires_at for row in rows if row.expires_at]
     return max(expiries).isoformat() if expiries else None
 
 
-def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None) -> None:
+def _effects_announce(
+    *, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None, subjects: dict
+) -> None:
     customer = outcome.customer
+    customers_subjects: dict[int, dict] = {}  # one decryption per customer, not per row
+
+    def customer_subjects(customer: Customer) -> dict:
+        if customer.pk not in customers_subjects:
+            customers_subjects[customer.pk] = _subjects(customer)
+        return customers_subjects[customer.pk]
+
+    def row_subjects(row: Entitlement) -> dict[str, list[str]]:
+        return _entitlement_subjects(row, customer_subjects=customer_subjects(row.customer), event_subjects=subjects)
+
     for action, rows in (("entitlement.granted", outcome.granted), ("entitlement.revoked", outcome.revoked)):
         for row in rows:
             audit_entry_append(
@@ -565,26 +615,41 @@ def _effects_announce(*, canonical: dict, outcome: FulfilmentOutcome, event_id, 
                     "expires_at": row.expires_at.isoformat() if row.expires_at else None,
                     "reason": row.revoke_reason, "canonical_event": canonical["id"],
                 },
-                subjects=_subjects(row.customer),
+                subjects=row_subjects(row),
                 dedup_key=f"{action}:{row.id}:{canonical['idempotencykey']}",
                 uow=uow,
             )
+    for row, block in outcome.blocked:
+        audit_entry_append(
+            action="entitlement.blocked",
+            event_id=event_id,
+            data={
+                "entitlement": row.key, "source": row.source, "payment_intent": row.payment_intent,
+                "reason": block.reason, "blocking_event": str(block.event_id) if block.event_id else None,
+                "canonical_event": canonical["id"],
+            },
+            subjects=row_subjects(row),
+            dedup_key=f"entitlement.blocked:{row.id}:{canonical['idempotencykey']}",
+            uow=uow,
+        )
     user = customer.user if customer is not None else None
     if user is None:
         return  # a guest: entitlements wait on the customer record until a user is linked
+    # What the notifications' audit entries carry besides the user and the notification.
+    notified = subjects_merge(customer_subjects(customer), subjects)
     if outcome.granted:
         notification_send(
-            event_id=event_id, user=user, template="access_granted", uow=uow, category="access",
+            event_id=event_id, user=user, template="access_granted", uow=uow, category="access", subjects=notified,
             context={"entitlements": sorted({row.key for row in outcome.granted}), "expires_at": _latest_expiry(outcome.granted)},
         )
     if outcome.revoked:
         notification_send(
-            event_id=event_id, user=user, template="access_revoked", uow=uow, category="access",
+            event_id=event_id, user=user, template="access_revoked", uow=uow, category="access", subjects=notified,
             context={"entitlements": sorted({row.key for row in outcome.revoked}), "reason": outcome.revoked[0].revoke_reason},
         )
     if outcome.payment_failed:
         data = canonical["data"]
         notification_send(
-            event_id=event_id, user=user, template="payment_failed", uow=uow, category="billing",
+            event_id=event_id, user=user, template="payment_failed", uow=uow, category="billing", subjects=notified,
             context={"amount": data.get("amount"), "currency": data.get("currency")},
         )

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_entry_append
+from canonical.subjects import subjects_merge
 from config.unit_of_work import UnitOfWork
 from notifications.exceptions import (
     CategoryMismatch,
@@ -43,7 +44,7 @@ UNSUBSCRIBE_PATH = "/notifications/unsubscribe/{token}/"
 
 def notification_send(
     *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP),
-    uow: UnitOfWork | None = None,
+    uow: UnitOfWork | None = None, subjects: dict | None = None,
 ) -> list[Notification]:
     """Record, and where allowed deliver, one notification per channel for an event.
 
@@ -62,6 +63,12 @@ def notification_send(
     the user twice, so nothing resends it. Such rows surface through
     `notification_stale_sending_list()` and the admin's "stale sending" filter for an operator.
 
+    `subjects` are the buyer identifiers of the event that caused the notification (email, customer,
+    payment, …): its `notification.sent/suppressed/failed` entries carry them besides the user and
+    the notification, so a search by any of them finds what the buyer was told. They stay in
+    memory (an e-mail's outcome is recorded after the commit by this process; one the recovery task
+    sends later carries the user and notification only).
+
     Raises UnknownNotificationTemplate, UnknownCategory, CategoryMismatch or UnknownChannel
     (permanent errors: a bug in the caller, not a transient condition).
     """
@@ -78,13 +85,13 @@ def notification_send(
     clean_context = notification_context_clean(template=spec, context=context)
     return _notifications_write(
         event_uuid=event_uuid, user=user, spec=spec, template=template, category=category, context=clean_context,
-        channels=channels, uow=uow,
+        channels=channels, uow=uow, subjects=subjects or {},
     )
 
 
 # No savepoint: validation ran before, and an ON CONFLICT insert does not fail on a duplicate.
 @transaction.atomic(savepoint=False)
-def _notifications_write(*, event_uuid, user, spec, template, category, context, channels, uow) -> list[Notification]:
+def _notifications_write(*, event_uuid, user, spec, template, category, context, channels, uow, subjects) -> list[Notification]:
     clean_context = context
     preferences = notification_preferences_effective(user_id=user.pk)
     subject = notification_render(template=spec, part="subject.txt", context=clean_context)
@@ -126,11 +133,11 @@ def _notifications_write(*, event_uuid, user, spec, template, category, context,
             # stands, including a `sending` row whose outcome is unknown.
             continue
         if notification.status != Notification.Status.QUEUED:
-            _audit(notification, uow=uow)
+            _audit(notification, uow=uow, subjects=subjects)
         elif uow is not None:
-            uow.defer(writer=_deliveries_schedule, item=notification.id)
+            uow.defer(writer=_deliveries_schedule, item=(notification.id, subjects))
         else:
-            _deliveries_schedule([notification.id])
+            _deliveries_schedule([(notification.id, subjects)])
     return notifications
 
 
@@ -144,9 +151,14 @@ def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:
     return Notification.Status.QUEUED, ""
 
 
-def _deliveries_schedule(notification_ids: list) -> None:
+def _deliveries_schedule(items: list[tuple]) -> None:
+    """`items`: (notification id, the buyer subjects its outcome's audit entry carries)."""
+    notification_ids = [notification_id for notification_id, _ in items]
+    subjects = {str(notification_id): item_subjects for notification_id, item_subjects in items if item_subjects}
     # robust: a failing delivery must not raise into the worker after its event committed.
-    transaction.on_commit(lambda: notification_emails_deliver(notification_ids=notification_ids), robust=True)
+    transaction.on_commit(
+        lambda: notification_emails_deliver(notification_ids=notification_ids, subjects=subjects), robust=True
+    )
 
 
 def notification_email_deliver(*, notification_id) -> str | None:
@@ -170,7 +182,7 @@ def notification_emails_queued_deliver(*, older_than_seconds: float | None = Non
     return len(notification_emails_deliver(notification_ids=ids)) if ids else 0
 
 
-def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
+def notification_emails_deliver(*, notification_ids: list, subjects: dict[str, dict] | None = None) -> dict[str, str]:
     """Send `queued` email rows one at a time and record each outcome. Returns {notification id:
     final status}; rows that are not (any longer) `queued` are left out.
 
@@ -178,7 +190,7 @@ def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
     `failed`, with its audit entry) in its own commit, then the next. So a process that dies leaves at
     most one row `sending` (the one on the wire, whose fate is unknown); the rows after it stay
     `queued` for the recovery task. No transaction is held open while the backend talks to the mail
-    server.
+    server. `subjects` maps a notification id to the buyer subjects of its outcome's audit entry.
     """
     outcomes: dict[str, str] = {}
     with get_connection() as mail:
@@ -193,7 +205,9 @@ def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
                 status, error_type = Notification.Status.FAILED, type(exc).__name__
             else:
                 status, error_type = Notification.Status.SENT, ""
-            outcomes[str(notification.id)] = _email_outcome_record_persistently(notification, status, error_type=error_type)
+            outcomes[str(notification.id)] = _email_outcome_record_persistently(
+                notification, status, error_type=error_type, subjects=(subjects or {}).get(str(notification.id))
+            )
     return outcomes
 
 
@@ -202,13 +216,13 @@ def notification_emails_deliver(*, notification_ids: list) -> dict[str, str]:
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def _email_outcome_record_persistently(notification: Notification, status: str, *, error_type: str) -> str:
+def _email_outcome_record_persistently(notification: Notification, status: str, *, error_type: str, subjects=None) -> str:
     for delay in _RECORD_RETRY_DELAYS:
         if connection.in_atomic_block:
             break  # inside a caller's transaction a retry cannot help: record once, below
         try:
             with transaction.atomic():
-                return _email_outcome_record(notification, status, error_type=error_type)
+                return _email_outcome_record(notification, status, error_type=error_type, subjects=subjects)
         except (OperationalError, InterfaceError) as exc:
             logger.warning("notification email outcome record will retry: notification=%s error=%s in=%.1fs",
                            notification.id, type(exc).__name__, delay)
@@ -216,7 +230,7 @@ def _email_outcome_record_persistently(notification: Notification, status: str, 
             time.sleep(delay)
     try:
         with transaction.atomic():
-            return _email_outcome_record(notification, status, error_type=error_type)
+            return _email_outcome_record(notification, status, error_type=error_type, subjects=subjects)
     except (OperationalError, InterfaceError) as exc:
         logger.error("notification email outcome not recorded, row stays sending: notification=%s error=%s",
                      notification.id, type(exc).__name__)
@@ -276,7 +290,7 @@ def _email_message(notification: Notification, mail) -> EmailMultiAlternatives:
     return message
 
 
-def _email_outcome_record(notification: Notification, status: str, *, error_type: str = "") -> str:
+def _email_outcome_record(notification: Notification, status: str, *, error_type: str = "", subjects=None) -> str:
     notification.status = status
     notification.error_type = error_type[:100]
     notification.sent_at = timezone.now() if status == Notification.Status.SENT else None
@@ -285,7 +299,7 @@ def _email_outcome_record(notification: Notification, status: str, *, error_type
         status=status, error_type=notification.error_type, sent_at=notification.sent_at
     )
     if updated:
-        _audit(notification)
+        _audit(notification, subjects=subjects)
     if status == Notification.Status.FAILED:
         logger.warning("notification email failed: notification=%s template=%s error=%s", notification.id, notification.template, error_type)
     else:
@@ -345,12 +359,13 @@ def _uuid_or_none(value) -> uuid.UUID | None:
         return None
 
 
-def _audit(notification: Notification, *, uow: UnitOfWork | None = None) -> None:
+def _audit(notification: Notification, *, uow: UnitOfWork | None = None, subjects: dict | None = None) -> None:
     action = {
         Notification.Status.SENT: "notification.sent",
         Notification.Status.SUPPRESSED: "notification.suppressed",
         Notification.Status.FAILED: "notification.failed",
     }[notification.status]
+    own = {"user": str(notification.user_id), "notification": str(notification.id)}
     audit_entry_append(
         action=action,
         event_id=notification.event_id,
@@ -360,7 +375,7 @@ def _audit(notification: Notification, *, uow: UnitOfWork | None = None) -> None
             "category": notification.category,
             "reason": notification.reason or notification.error_type or None,
         },
-        subjects={"user": str(notification.user_id), "notification": str(notification.id)},
+        subjects=subjects_merge(subjects, own) if subjects else own,
         dedup_key=f"notification:{notification.id}:{notification.status}",
         uow=uow,
     )

@@ -197,7 +197,8 @@ def dead_letter_unit_key(*, task_name: str, event_id: str | None, args) -> str:
 
 
 def dead_letter_record(
-    *, task_name: str, event_id: str | None, args: list, exc: BaseException, attempts: int, traceback_text: str = ""
+    *, task_name: str, event_id: str | None, args: list, exc: BaseException, attempts: int, traceback_text: str = "",
+    subjects: dict | None = None,
 ) -> DeadLetter:
     """Record that a unit of work failed for good; one row per unit, reopened if it fails again.
 
@@ -206,7 +207,8 @@ def dead_letter_record(
     closed or replayed row is reopened, and the audit entry is deduplicated on (row, attempts).
     Of the error it keeps the type, the message only of payhook's own errors, and the frames as
     `file:line:function` (from `exc`, or from `traceback_text`'s frame lines when `exc` carries no
-    traceback); see "What a dead letter keeps" above.
+    traceback); see "What a dead letter keeps" above. `subjects` (the event's buyer identifiers)
+    go to the `task.dead_lettered` entry, as blind-index hashes only.
     """
     now = timezone.now()
     error_type = type(exc).__name__[:200]
@@ -259,6 +261,7 @@ def dead_letter_record(
             action="task.dead_lettered",
             event_id=str(row.event_id) if row.event_id else None,
             data={"task": task_name, "error_type": error_type, "attempts": row.attempts},
+            subjects=subjects,
             dedup_key=f"dlq:{row.id}:{row.attempts}",
         )
     logger.warning(

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from audit.services import audit_entry_append
 from canonical.envelope import canonical_events_build
+from canonical.subjects import canonical_subjects
 from config.exceptions import ApplicationError
 from config.unit_of_work import UnitOfWork
 from fulfillment.services import canonical_event_fulfil
@@ -161,7 +162,8 @@ def webhook_event_process(*, event_id: str) -> str | None:
     if attempts is None:
         return None
     if attempts > settings.WEBHOOK_MAX_ATTEMPTS:
-        return _dead_letter(event_id, PoisonEvent(f"gave up after {attempts - 1} attempts"), attempts - 1)
+        # No subjects: building the event's facts may be what keeps killing the worker.
+        return _dead_letter(event_id, PoisonEvent(f"gave up after {attempts - 1} attempts"), attempts - 1, subjects={})
     try:
         with transaction.atomic():
             # SKIP LOCKED: if another worker holds this event, it will finish it; this message is spare.
@@ -220,6 +222,7 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
     endpoint = event.endpoint
     mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
     canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
+    subjects = canonical_subjects(canonical_events)
     audit_entry_append(
         action="webhook.received",
         event_id=event.id,
@@ -227,6 +230,9 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
             "endpoint": endpoint.slug, "type": event.event_type, "provider_event_id": event.provider_event_id,
             "canonical_types": [c["type"] for c in canonical_events],
         },
+        # The buyer's identifiers (email, customer, user, payment, subscription): a search by any of
+        # them finds the event, also a refund that arrived before its payment.
+        subjects=subjects,
         dedup_key=f"webhook.received:{event.id}",
         uow=uow,
     )
@@ -237,7 +243,11 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
             logger.warning("event ignored: event=%s reason=livemode_mismatch endpoint_mode=%s", event.id, endpoint.mode)
         return WebhookEvent.Status.IGNORED
     for canonical in canonical_events:
-        canonical_event_fulfil(provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow)
+        # One fact (most events): its subjects are the event's, already decrypted. Several: each its own.
+        canonical_event_fulfil(
+            provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow,
+            subjects=subjects if len(canonical_events) == 1 else None,
+        )
     return WebhookEvent.Status.PROCESSED
 
 
@@ -257,7 +267,27 @@ def webhook_event_dead_letter(*, event_id: str, exc: BaseException) -> str:
     return _dead_letter(event_id, exc, webhook_event_attempts(event_id=event_id))
 
 
-def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
+def _event_subjects(event_id: str) -> dict[str, list[str]]:
+    """The buyer subjects of a stored event's canonical events; {} when they cannot be built.
+
+    For a dead letter's audit entry: the event is failing already, so nothing here may raise.
+    """
+    try:
+        # A savepoint: a failing read must not spoil a transaction the caller is in.
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_related("endpoint").filter(id=event_id).first()
+            if event is None:
+                return {}
+            payload = json.loads(webhook_event_body(event=event))
+            if scheme_get(event.endpoint.scheme).mode_mismatch(payload, mode=event.endpoint.mode):
+                return {}
+            return canonical_subjects(webhook_event_canonical_events(event=event, payload=payload))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no subjects", never a second failure
+        logger.info("dead letter without subjects: event=%s error=%s", event_id, type(exc).__name__)
+        return {}
+
+
+def _dead_letter(event_id: str, exc: BaseException, attempts: int, *, subjects: dict | None = None) -> str:
     logger.warning("event dead-lettered: event=%s error=%s attempts=%d", event_id, type(exc).__name__, attempts)
     dead_letter_record(
         task_name="webhooks.tasks.webhook_events_process",
@@ -266,6 +296,7 @@ def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
         exc=exc,
         attempts=attempts,
         traceback_text="".join(traceback.format_exception(exc)),
+        subjects=_event_subjects(event_id) if subjects is None else subjects,
     )
     WebhookEvent.objects.filter(id=event_id).update(lease_holder="", lease_expires_at=None)
     return WebhookEvent.Status.DEAD

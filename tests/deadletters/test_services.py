@@ -62,6 +62,7 @@ class TestDeadLetterRecord:
         assert audit_calls == [{
             "action": "task.dead_lettered", "event_id": str(event.id),
             "data": {"task": TASK, "error_type": "UnknownPrice", "attempts": 5},
+            "subjects": None,  # none given: the caller passes the event's buyer subjects
             "dedup_key": f"dlq:{row.id}:5",
         }]
 

@@ -42,7 +42,7 @@ class TestAdminActions:
         assert entry.data["source"] == "admin"
         assert entry.data["note"] == "chargeback by phone, ticket OPS-7"
         assert (entry.data["entitlement_id"], entry.data["entitlement"], entry.data["customer_id"]) == (row.pk, "pro", row.customer_id)
-        assert {subject.kind for subject in entry.subjects.all()} == {"customer", "user"}
+        assert {subject.kind for subject in entry.subjects.all()} == {"customer", "user", "payment"}  # the row's payment too (issue 12)
 
     def test_restore_grants_again_and_skips_rows_already_active(self, client, root, alice):
         customer = customer_create(user=alice)
