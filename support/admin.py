@@ -8,7 +8,7 @@ from django.urls import NoReverseMatch, reverse
 
 from support.exceptions import InvalidLookupQuery
 from support.models import Lookup
-from support.selectors import MAX_QUERY_LENGTH, customer_timeline
+from support.selectors import DROPPED, MAX_QUERY_LENGTH, customer_timeline
 
 # Admin pages a link in the timeline may open, by link kind; shown only to whom may view them.
 _LINK_TARGETS = {
@@ -50,13 +50,25 @@ def _status_tone(status: str) -> str:
     return next((tone for tone, statuses in _STATUS_TONES.items() if status in statuses), "")
 
 
+# Long ids support does not act on; the API keeps them.
+_DETAIL_HIDDEN = {"canonical_event"}
+# The timeline's filter chips: (kind parameter, label, item kinds shown).
+KIND_FILTERS = [
+    ("", "Everything", None),
+    ("events", "Events", {"event", "dead_letter"}),
+    ("access", "Entitlements & refunds", {"entitlement", "refund"}),
+    ("notifications", "Notifications", {"notification"}),
+    ("audit", "Audit log", {"audit"}),
+]
+
+
 def _detail_pairs(detail: dict) -> list[tuple[str, str]]:
     """`detail` (and an audit entry's `data`) as short key/value strings, empty values left out."""
     pairs = []
     for key, value in detail.items():
         if key == "data" and isinstance(value, dict):
             pairs += _detail_pairs(value)
-        elif value not in (None, "", [], {}):
+        elif key not in _DETAIL_HIDDEN and value not in (None, "", [], {}, DROPPED):
             if isinstance(value, datetime):
                 value = value.strftime("%Y-%m-%d %H:%M:%S")
             elif isinstance(value, (list, dict)):
@@ -82,6 +94,8 @@ class LookupAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         term = request.GET.get("q", "").strip()
+        shown = request.GET.get("kind", "")
+        kinds = next((kinds for name, _, kinds in KIND_FILTERS if name == shown), None)
         timeline, error, rows = None, "", []
         if term:
             try:
@@ -97,6 +111,7 @@ class LookupAdmin(admin.ModelAdmin):
                     "kind_label": item.kind.replace("_", " "),
                 }
                 for item in timeline.items
+                if kinds is None or item.kind in kinds
             ]
         context = {
             **self.admin_site.each_context(request),
@@ -108,6 +123,11 @@ class LookupAdmin(admin.ModelAdmin):
             "error": error,
             "timeline": timeline,
             "rows": rows,
+            "kind_filters": [
+                {"name": name, "label": label, "selected": name == shown or (kinds is None and not name),
+                 "count": len(timeline.items) if kinds_of is None else sum(1 for item in timeline.items if item.kind in kinds_of)}
+                for name, label, kinds_of in KIND_FILTERS
+            ] if timeline is not None else [],
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name

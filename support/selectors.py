@@ -44,6 +44,7 @@ EVENTS_MAX = 500
 DEAD_LETTERS_MAX = 100
 LIMIT_MAX = 500
 
+DROPPED = "[dropped]"  # what audit/redaction.py leaves of a value that did not have its kind's shape
 _ENTRY_FIELDS = ("id", "action", "occurred_at", "actor", "event_id", "data")
 _EVENT_FIELDS = (
     "id", "endpoint__slug", "event_type", "status", "received_at", "provider_created_at", "processed_at", "attempts",
@@ -361,6 +362,7 @@ def _timeline_items(*, entries, events, dead_letters, entitlements, customers_by
     for entry in entries:
         data = entry.data if isinstance(entry.data, dict) else {}
         reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+        reason = "" if reason == DROPPED else reason  # an empty reason does not pass the redactor's label shape
         items.append(TimelineItem(
             at=entry.occurred_at, kind="audit", title=entry.action, reason=reason,
             detail={"actor": entry.actor, "data": data},
