@@ -4,7 +4,7 @@ from datetime import datetime
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, path, reverse
 
 from support.exceptions import InvalidLookupQuery
 from support.models import Lookup
@@ -80,6 +80,11 @@ def _detail_pairs(detail: dict) -> list[tuple[str, str]]:
 @admin.register(Lookup)
 class LookupAdmin(admin.ModelAdmin):
     """The "Customer lookup" page: one search, a customer's whole story (support/selectors.py)."""
+
+    def get_urls(self):
+        # Only the page itself: the model has no table, so there is no object to add, change or list.
+        name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
+        return [path("", self.admin_site.admin_view(self.changelist_view), name=name)]
 
     def has_add_permission(self, request):
         return False

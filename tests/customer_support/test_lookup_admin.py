@@ -61,6 +61,11 @@ class TestLookupPage:
         response = client.get(LOOKUP)
         assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
 
+    def test_the_page_has_no_object_pages(self, support_admin):
+        # The model behind the page has no table: an object URL is a 404, never a database error.
+        assert support_admin.get("/admin/support/lookup/1/change/").status_code == 404
+        assert support_admin.get("/admin/support/lookup/add/").status_code == 404
+
     def test_an_empty_search_shows_the_search_box(self, support_admin):
         html = _html(support_admin.get(LOOKUP))
         assert 'name="q"' in html and 'id="lookup-timeline"' not in html
