@@ -206,7 +206,7 @@ def customer_timeline(*, q: str, limit: int = 200) -> CustomerTimeline:
         Q(email_hash__in=email_hashes)
         | Q(provider_customer_id=term)
         | Q(pk__in=customer_pks)
-        | Q(pk__in=Entitlement.objects.filter(payment_intent__in=payment_terms).values("customer_id")[:CUSTOMERS_MAX])
+        | Q(pk__in=Entitlement.objects.filter(payment_intent__in=payment_terms).order_by().values("customer_id")[:CUSTOMERS_MAX])
     )
     if term.isdigit() and len(term) < 19:
         customer_filter |= Q(user_id=int(term))

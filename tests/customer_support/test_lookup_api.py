@@ -102,6 +102,27 @@ class TestTheStory:
         assert paid in {item["links"]["event"] for item in body["items"] if item["kind"] == "event"}
         assert body["counts"]["active_entitlements"] == 0
 
+    @pytest.mark.parametrize("order", [(0, 1, 0, 1), (1, 0, 1, 0), (1, 1, 0, 0), (0, 0, 1, 1)])
+    def test_a_duplicated_stream_in_any_order_tells_one_story(self, support_client, catalog, buyer, deliver, order):
+        stream = [
+            se.checkout_completed(session_id="cs_7", created=T, price_id="price_addon", email=BUYER_EMAIL, customer="cus_CAROL",
+                                  payment_intent="pi_SHUF"),
+            se.charge_refunded(charge_id="ch_7", created=T + 30, payment_intent="pi_SHUF"),
+        ]
+        for index in order:
+            deliver(stream[index])
+
+        body = _lookup(support_client, BUYER_EMAIL)
+
+        assert _event_types(body).count("checkout.session.completed") == 1  # a redelivery is one stored event
+        [entitlement] = body["entitlements"]
+        assert (entitlement["key"], entitlement["active"], entitlement["revoke_reason"]) == ("addon", False, "refunded")
+        assert [item["detail"]["payment"] for item in body["items"] if item["kind"] == "refund"] == ["pi_SHUF"]
+        assert body["payment_ids"] == ["pi_SHUF"] and body["customer_ids"] == ["cus_CAROL"]
+        _assert_newest_first(body)
+        body.pop("query")
+        assert_no_pii([json.dumps(body)], [BUYER_EMAIL, BUYER_USERNAME])
+
     def test_an_unknown_term_finds_nothing(self, support_client, story):
         story(T)
 
