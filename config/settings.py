@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "notifications",
     "audit",
     "accounts",  # hashed API tokens (and the drf_create_token command), API throttles, admin lockout
+    "support",  # customer lookup (API and admin page): reads every app, the top layer
 ]
 
 MIDDLEWARE = [

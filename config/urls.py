@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/", include("fulfillment.urls")),
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("audit.urls")),
+    path("api/v1/", include("support.urls")),
     path("notifications/", include("notifications.public_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Both for the API's groups only (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"]).

@@ -94,13 +94,25 @@ class CustomerForm(forms.ModelForm):
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
-    # Never the email: only ids and whether a user is linked.
-    list_display = ["id", "provider", "provider_customer_id", "user", "created_at"]
+    # Never the email: only ids and whether a user is linked. `user_id`, not the user, whose string
+    # form is the username and may be an email address.
+    list_display = ["id", "provider", "provider_customer_id", "user_id", "created_at"]
     list_filter = ["provider"]
     search_fields = ["=provider_customer_id", "=user__id"]
     fields = ["provider", "key", "provider_customer_id", "user", "note", "created_at"]
     readonly_fields = ["provider", "key", "provider_customer_id", "created_at"]
     raw_id_fields = ["user"]
+
+    def get_fields(self, request, obj=None):
+        if self.has_change_permission(request, obj):
+            return self.fields
+        # View only (support): the linked user as its id, never its username; no note to write.
+        return ["provider", "key", "provider_customer_id", "user_id", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if self.has_change_permission(request, obj):
+            return self.readonly_fields
+        return self.get_fields(request, obj)
 
     def has_add_permission(self, request):
         return False  # customers come from provider events

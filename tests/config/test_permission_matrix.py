@@ -45,6 +45,8 @@ notification-preferences   GET      401   403   200   200   200   403   200
 notification-preferences   PUT      401   403   200   403   200   403   200
 notification-preferences   DELETE   401   403   405   403   405   403   405
 audit-list                 GET      401   403   -     403   200   403   200
+customer-lookup            GET      401   403   -     403   200   403   200
+customer-lookup            POST     401   403   -     403   405   403   405
 schema                     GET      401   403   -     200   200   403   200
 api-docs                   GET      401   403   -     200   200   403   200
 metrics                    GET      200   200   -     200   200   200   200
@@ -149,6 +151,7 @@ def _request_for(name: str, world: dict) -> tuple[str, dict]:
     data = {
         "entitlement-list": {"user": target},
         "notification-list": {"user": target},
+        "customer-lookup": {"q": "nobody@example.com"},
         "notification-preferences": {"preferences": {"product_updates": {"email": True}}},
         "dead-letter-replay": {"note": "matrix"},
         "dead-letter-resolve": {"note": "matrix"},

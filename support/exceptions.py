@@ -1,0 +1,5 @@
+from config.exceptions import ApplicationError
+
+
+class InvalidLookupQuery(ApplicationError):
+    code = "invalid_query"
