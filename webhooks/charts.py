@@ -144,6 +144,7 @@ def line_chart(*, chart_id: str, title: str, hours: Sequence[datetime], values: 
             f'<circle class="ph-{escape(series_key)} ph-point" cx="{_f(x)}" cy="{_f(y)}" r="2.5">'
             f"<title>{escape(moment)}: {escape(number(values[index], unit))}</title></circle>"
         )
-    description = f"Read at the end of each of the last {len(hours)} hours; highest {number(peak, unit)}, now {number(values[-1], unit)}."
+    current = number(values[-1], unit_for(values[-1]))  # in its own unit: "now 45 s", not "now 0.8 min"
+    description = f"Read at the end of each of the last {len(hours)} hours; highest {number(peak, unit)}, now {current}."
     return _frame(chart_id=chart_id, title=title, description=description, y_max=y_max, unit=unit, hours=hours,
-                  max_label=f"max {number(peak, unit)} · now {number(values[-1], unit)}", body=body)
+                  max_label=f"max {number(peak, unit)} · now {current}", body=body)

@@ -9,16 +9,19 @@ nothing stores their history:
   reopened by a new failure keeps only its latest close: open again from `last_failed_at`. Of a row
   that was reopened and then closed again, only its last stint (`last_failed_at` → `acted_at`) is known.
 - An event waits from `received_at` until `processed_at`, or until its dead letter's `last_failed_at`
-  if it died. A reprocessed event counts as waiting since it was first received, as the
-  `payhook_oldest_unprocessed_event_age_seconds` gauge does. Past hours look back `BACKLOG_LOOKBACK`
-  before the window: an event that had already waited longer than that when the window opened and
-  finished inside it is missing from them (the current hour always sees every unfinished event).
+  if it died. One replayed from its dead letter does not wait while it lay dead: it waits again from
+  the replay (`acted_at`) until processed, its age still counted from its first receipt, as the
+  `payhook_oldest_unprocessed_event_age_seconds` gauge counts it. An event reprocessed from the
+  events admin leaves no such trace and counts as waiting from its first receipt. Past hours look
+  back `BACKLOG_LOOKBACK` before the window: an event that had already waited longer than that when
+  the window opened and finished inside it is missing from them (the current hour sees every
+  unfinished event).
 
 Refused deliveries (bad signatures, rate limits, oversized bodies) are never stored, so no hour here
 counts them: `payhook_webhook_refused_total` does.
 
-PostgreSQL folds the hours in SQL (`generate_series`), reading only indexed ranges; SQLite (`make run`)
-does the same sums in Python over the same rows.
+PostgreSQL folds the hours in SQL (`generate_series`), reading index ranges of the events table and
+the (small) dead-letter table; SQLite (`make run`) does the same sums in Python over the same rows.
 """
 
 from dataclasses import dataclass
@@ -193,24 +196,30 @@ def _dead_letter_deltas_python(window: HourWindow) -> list[int]:
 
 
 _BACKLOG_SQL = """
-WITH candidates AS (
-    SELECT received_at, processed_at AS finished_at FROM {event}
-    WHERE status = ANY(%(finished)s) AND received_at >= %(lookback)s AND received_at < %(last_sample)s
-      AND processed_at >= %(first_sample)s
+WITH finished AS (
+    SELECT e.received_at, e.processed_at, d.first_failed_at, d.acted_at
+    FROM {event} e
+    LEFT JOIN {dead_letter} d ON d.event_id = e.id AND d.status = %(replayed)s AND d.acted_at IS NOT NULL
+    WHERE e.status = ANY(%(finished)s) AND e.received_at >= %(lookback)s AND e.received_at < %(last_sample)s
+      AND e.processed_at >= %(first_sample)s
+), spans AS (
+    SELECT received_at, received_at AS since, coalesce(first_failed_at, processed_at) AS until FROM finished
     UNION ALL
-    SELECT e.received_at, d.last_failed_at FROM {dead_letter} d JOIN {event} e ON e.id = d.event_id
+    SELECT received_at, acted_at, processed_at FROM finished WHERE acted_at IS NOT NULL
+    UNION ALL
+    SELECT e.received_at, e.received_at, d.last_failed_at FROM {dead_letter} d JOIN {event} e ON e.id = d.event_id
     WHERE e.status = %(dead)s AND d.last_failed_at >= %(first_sample)s AND e.received_at < %(last_sample)s
     UNION ALL
-    SELECT %(oldest_unfinished)s::timestamptz, NULL
+    SELECT %(oldest_unfinished)s::timestamptz, %(oldest_unfinished)s::timestamptz, NULL
 ), hours AS (
     SELECT received_at,
-           floor(extract(epoch FROM received_at - %(start)s) / 3600) AS received_hour,
-           coalesce(floor(extract(epoch FROM finished_at - %(start)s) / 3600), %(hours)s) AS finished_hour
-    FROM candidates WHERE received_at IS NOT NULL
+           floor(extract(epoch FROM since - %(start)s) / 3600) AS since_hour,
+           coalesce(floor(extract(epoch FROM until - %(start)s) / 3600), %(hours)s) AS until_hour
+    FROM spans WHERE received_at IS NOT NULL
 )
 SELECT hour, min(received_at)
-FROM hours, generate_series(GREATEST(received_hour, 0)::int, LEAST(finished_hour - 1, %(last_past)s)::int) AS hour
-WHERE received_hour < finished_hour
+FROM hours, generate_series(GREATEST(since_hour, 0)::int, LEAST(until_hour - 1, %(last_past)s)::int) AS hour
+WHERE since_hour < until_hour
 GROUP BY hour
 """
 
@@ -244,7 +253,8 @@ def _backlog_oldest_sql(window: HourWindow, oldest_unfinished: datetime | None) 
         cursor.execute(
             _BACKLOG_SQL.format(event=quote(WebhookEvent._meta.db_table), dead_letter=quote(DeadLetter._meta.db_table)),
             {
-                "finished": list(_FINISHED), "dead": WebhookEvent.Status.DEAD, "start": window.start,
+                "finished": list(_FINISHED), "dead": WebhookEvent.Status.DEAD, "replayed": DeadLetter.Status.REPLAYED,
+                "start": window.start,
                 "lookback": window.start - BACKLOG_LOOKBACK, "first_sample": samples[0], "last_sample": samples[-2],
                 "oldest_unfinished": oldest_unfinished, "hours": HOURS, "last_past": HOURS - 2,
             },
@@ -256,17 +266,30 @@ def _backlog_oldest_sql(window: HourWindow, oldest_unfinished: datetime | None) 
 
 def _backlog_oldest_python(window: HourWindow, oldest_unfinished: datetime | None) -> list[datetime | None]:
     samples = window.samples[:-1]
-    finished = WebhookEvent.objects.filter(
-        status__in=_FINISHED, received_at__gte=window.start - BACKLOG_LOOKBACK, received_at__lt=samples[-1],
-        processed_at__gte=samples[0],
-    ).values_list("received_at", "processed_at")
-    died = DeadLetter.objects.filter(
+    received = {"received_at__gte": window.start - BACKLOG_LOOKBACK, "received_at__lt": samples[-1]}
+    finished = WebhookEvent.objects.filter(status__in=_FINISHED, processed_at__gte=samples[0], **received)
+    replays = dict(
+        (event_id, (first_failed_at, acted_at))
+        for event_id, first_failed_at, acted_at in DeadLetter.objects.filter(
+            status=DeadLetter.Status.REPLAYED, acted_at__isnull=False, event__in=finished
+        ).values_list("event_id", "first_failed_at", "acted_at")
+    )
+    spans = []  # (received_at, waiting since, until); None: still waiting
+    for event_id, received_at, processed_at in finished.values_list("id", "received_at", "processed_at"):
+        if event_id in replays:  # waiting until it died, and again from its replay
+            failed_at, replayed_at = replays[event_id]
+            spans += [(received_at, received_at, failed_at), (received_at, replayed_at, processed_at)]
+        else:
+            spans.append((received_at, received_at, processed_at))
+    spans += DeadLetter.objects.filter(
         event__status=WebhookEvent.Status.DEAD, last_failed_at__gte=samples[0], event__received_at__lt=samples[-1]
-    ).values_list("event__received_at", "last_failed_at")
+    ).values_list("event__received_at", "event__received_at", "last_failed_at")
+    if oldest_unfinished:
+        spans.append((oldest_unfinished, oldest_unfinished, None))
     oldest_at = [None] * len(samples)
-    for received_at, finished_at in [*finished, *died, *([(oldest_unfinished, None)] if oldest_unfinished else [])]:
+    for received_at, since, until in spans:
         for hour, sample in enumerate(samples):
-            waiting = received_at < sample and (finished_at is None or finished_at >= sample)
+            waiting = since < sample and (until is None or until >= sample)
             if waiting and (oldest_at[hour] is None or received_at < oldest_at[hour]):
                 oldest_at[hour] = received_at
     return oldest_at

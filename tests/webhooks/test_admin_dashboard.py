@@ -110,6 +110,10 @@ def backlog(stripe_endpoint):
     _event(stripe_endpoint, P, START - 3 * H, START + H + 30 * M)  # waited since before the window
     # Received longer than BACKLOG_LOOKBACK before the window: past hours do not look that far back.
     _event(stripe_endpoint, P, START - 30 * H, START + H + 10 * M)
+    # Died at 11:20, replayed at 13:50, processed at 14:10: waiting at 11:00 and 14:00, not while dead.
+    replayed = _event(stripe_endpoint, P, START + 10 * H + 5 * M, START + 14 * H + 10 * M)
+    _dead_letter(event=replayed, status=DeadLetter.Status.REPLAYED, first=START + 11 * H + 20 * M,
+                 acted=START + 13 * H + 50 * M)
 
 
 class TestBacklogAgePerHour:
@@ -121,6 +125,7 @@ class TestBacklogAgePerHour:
         expected[0] = 240  # received 3 h before the window, read at 1:00
         expected[2], expected[3], expected[4] = 10, 70, 130
         expected[7], expected[8] = 15, 75  # the event that died at 9:20
+        expected[10], expected[13] = 55, 235  # the replayed one, its age from its first receipt
         expected[20], expected[21], expected[22] = 45, 105, 165
         expected[23] = 205  # now, 15:40: the gauge's figure
         assert minutes == expected
