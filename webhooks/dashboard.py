@@ -24,10 +24,11 @@ PostgreSQL folds the hours in SQL (`generate_series`), reading index ranges of t
 the (small) dead-letter table; SQLite (`make run`) does the same sums in Python over the same rows.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour
 from django.utils import timezone
@@ -89,12 +90,24 @@ def hour_window(*, now: datetime | None = None) -> HourWindow:
 
 def ingestion_dashboard(*, now: datetime | None = None) -> IngestionDashboard:
     window = hour_window(now=now)
-    return IngestionDashboard(
-        window=window,
-        outcomes=event_outcomes_hourly(window=window),
-        dead_letters_open=dead_letters_open_hourly(window=window),
-        backlog_age_seconds=backlog_age_hourly(window=window),
-    )
+    with _without_jit():
+        return IngestionDashboard(
+            window=window,
+            outcomes=event_outcomes_hourly(window=window),
+            dead_letters_open=dead_letters_open_hourly(window=window),
+            backlog_age_seconds=backlog_age_hourly(window=window),
+        )
+
+
+@contextmanager
+def _without_jit():
+    """PostgreSQL's JIT compiles these one-off scans for longer than some of them run (1.7 s of the
+    backlog query's 5.4 s on 2 million events, measured); SET LOCAL ends with the transaction."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 # --- Events by outcome --------------------------------------------------------------------------------
@@ -149,7 +162,7 @@ WITH candidates AS (
     UNION ALL SELECT last_failed_at, 1 FROM candidates
     WHERE status = %(open)s AND occurrences > 1 AND acted_at IS NOT NULL
 )
-SELECT LEAST(GREATEST(floor(extract(epoch FROM at - %(start)s) / 3600), 0), %(last)s)::int AS hour, sum(delta)
+SELECT LEAST(GREATEST(floor(date_part('epoch', at - %(start)s) / 3600), 0), %(last)s)::int AS hour, sum(delta)
 FROM changes GROUP BY 1
 """
 
@@ -202,6 +215,9 @@ WITH finished AS (
     LEFT JOIN {dead_letter} d ON d.event_id = e.id AND d.status = %(replayed)s AND d.acted_at IS NOT NULL
     WHERE e.status = ANY(%(finished)s) AND e.received_at >= %(lookback)s AND e.received_at < %(last_sample)s
       AND e.processed_at >= %(first_sample)s
+      -- Most events finish within the hour they arrived in and never wait at an hour's end: drop them
+      -- here, with timestamp arithmetic only (the connection's time zone is UTC, as Django sets it).
+      AND (e.processed_at >= date_trunc('hour', e.received_at) + interval '1 hour' OR d.acted_at IS NOT NULL)
 ), spans AS (
     SELECT received_at, received_at AS since, coalesce(first_failed_at, processed_at) AS until FROM finished
     UNION ALL
@@ -211,15 +227,19 @@ WITH finished AS (
     WHERE e.status = %(dead)s AND d.last_failed_at >= %(first_sample)s AND e.received_at < %(last_sample)s
     UNION ALL
     SELECT %(oldest_unfinished)s::timestamptz, %(oldest_unfinished)s::timestamptz, NULL
-), hours AS (
-    SELECT received_at,
-           floor(extract(epoch FROM since - %(start)s) / 3600) AS since_hour,
-           coalesce(floor(extract(epoch FROM until - %(start)s) / 3600), %(hours)s) AS until_hour
-    FROM spans WHERE received_at IS NOT NULL
+), waits AS (
+    -- Only spans that cross the end of an hour: a handful unless a backlog built up.
+    SELECT received_at, GREATEST(since_hour, 0)::int AS first_hour, LEAST(until_hour - 1, %(last_past)s)::int AS last_hour
+    FROM (
+        SELECT received_at,
+               floor(date_part('epoch', since - %(start)s) / 3600) AS since_hour,
+               coalesce(floor(date_part('epoch', until - %(start)s) / 3600), %(hours)s) AS until_hour
+        FROM spans WHERE received_at IS NOT NULL
+    ) AS span_hours
+    WHERE since_hour < until_hour
 )
 SELECT hour, min(received_at)
-FROM hours, generate_series(GREATEST(since_hour, 0)::int, LEAST(until_hour - 1, %(last_past)s)::int) AS hour
-WHERE since_hour < until_hour
+FROM waits JOIN generate_series(0, %(last_past)s) AS hour ON hour BETWEEN first_hour AND last_hour
 GROUP BY hour
 """
 
