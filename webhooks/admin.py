@@ -432,15 +432,16 @@ def _ingestion_charts(board: dashboard.IngestionDashboard) -> dict:
     ]
     return {
         "outcomes_chart": charts.stacked_bar_chart(
-            chart_id="chart-outcomes", title="Events received per hour, by outcome", hours=hours, series=outcomes
+            chart_id="chart-outcomes", title="Events received per hour, by outcome", hours=hours, series=outcomes,
+            y_label="events",
         ),
         "dead_letters_chart": charts.line_chart(
             chart_id="chart-dlq-depth", title="Open dead letters (DLQ depth) at the end of each hour", hours=hours,
-            values=board.dead_letters_open, series_key="dead", now=now, area=True,
+            values=board.dead_letters_open, series_key="dead", now=now, area=True, y_label="open",
         ),
         "backlog_chart": charts.line_chart(
             chart_id="chart-backlog-age", title="Oldest unfinished event's age at the end of each hour", hours=hours,
-            values=ages, series_key="pending", now=now, unit_for=charts.duration_unit,
+            values=ages, series_key="pending", now=now, unit_for=charts.duration_unit, y_label="waiting",
         ),
         "outcomes": dashboard.OUTCOMES,
         "rows": rows,

@@ -13,8 +13,8 @@ from datetime import datetime
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 600, 170
-LEFT, RIGHT, TOP, BOTTOM = 46, 10, 16, 26
+WIDTH, HEIGHT = 600, 176
+LEFT, RIGHT, TOP, BOTTOM = 46, 10, 26, 26
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 X_LABEL_EVERY = 3  # hours
 
@@ -68,11 +68,13 @@ def _f(value: float) -> str:
 
 
 def _frame(*, chart_id: str, title: str, description: str, y_max: float, unit: Unit, hours: Sequence[datetime],
-           max_label: str, body: list[str]) -> SafeString:
+           y_label: str, max_label: str, body: list[str]) -> SafeString:
     """The SVG around a plot: title and description for screen readers, gridlines, axes, labels."""
     parts = [
-        f'<svg id="{escape(chart_id)}" class="ph-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
-        f'aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc">',
+        (
+            f'<svg id="{escape(chart_id)}" class="ph-chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+            f'aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc">'
+        ),
         f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
         f'<desc id="{escape(chart_id)}-desc">{escape(description)}</desc>',
     ]
@@ -92,12 +94,14 @@ def _frame(*, chart_id: str, title: str, description: str, y_max: float, unit: U
     parts.append(f'<text class="ph-tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 8}" text-anchor="end">now (UTC)</text>')
     parts.append(f'<line class="ph-axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{TOP + PLOT_H}" y2="{TOP + PLOT_H}"/>')
     parts += body
-    parts.append(f'<text class="ph-max" x="{WIDTH - RIGHT}" y="{TOP - 4}" text-anchor="end">{escape(max_label)}</text>')
+    parts.append(f'<text class="ph-tick" x="2" y="{TOP - 12}">{escape(y_label)}</text>')
+    parts.append(f'<text class="ph-max" x="{WIDTH - RIGHT}" y="{TOP - 12}" text-anchor="end">{escape(max_label)}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
 
-def stacked_bar_chart(*, chart_id: str, title: str, hours: Sequence[datetime], series: Sequence[Series]) -> SafeString:
+def stacked_bar_chart(*, chart_id: str, title: str, hours: Sequence[datetime], series: Sequence[Series],
+                      y_label: str = "") -> SafeString:
     """One bar per hour, `series` stacked bottom first; each bar's tooltip gives its numbers."""
     totals = [sum(s.values[i] for s in series) for i in range(len(hours))]
     peak = max(totals, default=0)
@@ -117,11 +121,12 @@ def stacked_bar_chart(*, chart_id: str, title: str, hours: Sequence[datetime], s
         body.append("</g>")
     description = f"Per hour over the last {len(hours)} hours; highest hour {number(peak)}."
     return _frame(chart_id=chart_id, title=title, description=description, y_max=y_max, unit=COUNT, hours=hours,
-                  max_label=f"max {number(peak)}", body=body)
+                  y_label=y_label, max_label=f"max {number(peak)}", body=body)
 
 
 def line_chart(*, chart_id: str, title: str, hours: Sequence[datetime], values: Sequence[float], series_key: str,
-               now: datetime, unit_for: Callable[[float], Unit] = lambda peak: COUNT, area: bool = False) -> SafeString:
+               now: datetime, unit_for: Callable[[float], Unit] = lambda peak: COUNT, area: bool = False,
+               y_label: str = "") -> SafeString:
     """A value read at the end of each hour (the last one: now), as a line, optionally filled below."""
     peak = max(values, default=0)
     unit = unit_for(peak)
@@ -147,4 +152,4 @@ def line_chart(*, chart_id: str, title: str, hours: Sequence[datetime], values: 
     current = number(values[-1], unit_for(values[-1]))  # in its own unit: "now 45 s", not "now 0.8 min"
     description = f"Read at the end of each of the last {len(hours)} hours; highest {number(peak, unit)}, now {current}."
     return _frame(chart_id=chart_id, title=title, description=description, y_max=y_max, unit=unit, hours=hours,
-                  max_label=f"max {number(peak, unit)} · now {current}", body=body)
+                  y_label=y_label, max_label=f"max {number(peak, unit)} · now {current}", body=body)

@@ -288,12 +288,12 @@ def _backlog_oldest_python(window: HourWindow, oldest_unfinished: datetime | Non
     samples = window.samples[:-1]
     received = {"received_at__gte": window.start - BACKLOG_LOOKBACK, "received_at__lt": samples[-1]}
     finished = WebhookEvent.objects.filter(status__in=_FINISHED, processed_at__gte=samples[0], **received)
-    replays = dict(
-        (event_id, (first_failed_at, acted_at))
+    replays = {
+        event_id: (first_failed_at, acted_at)
         for event_id, first_failed_at, acted_at in DeadLetter.objects.filter(
             status=DeadLetter.Status.REPLAYED, acted_at__isnull=False, event__in=finished
         ).values_list("event_id", "first_failed_at", "acted_at")
-    )
+    }
     spans = []  # (received_at, waiting since, until); None: still waiting
     for event_id, received_at, processed_at in finished.values_list("id", "received_at", "processed_at"):
         if event_id in replays:  # waiting until it died, and again from its replay
