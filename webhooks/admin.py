@@ -14,7 +14,7 @@ from django.utils.timesince import timesince
 from config.admin import admin_action_with_note
 from config.permissions import OPERATORS
 from providers import scheme_choices, scheme_get
-from webhooks import deadletters
+from webhooks import charts, dashboard, deadletters, slo
 from webhooks.endpoints import endpoint_secret_add, endpoint_secret_delete, secret_expiry_parse, webhook_endpoint_update
 from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
@@ -159,11 +159,30 @@ def _age(seconds: float | None) -> str:
 
 # --- Stored events -------------------------------------------------------------------------------------
 
+# How many breaching payments the `slo=breached` filter lists (the newest; the index row counts them all).
+SLO_FILTER_LIMIT = 500
+
+
+class ProvisioningSloFilter(admin.SimpleListFilter):
+    """Payments older than PROVISIONING_SLO_SECONDS whose entitlement is still missing (webhooks/slo.py)."""
+
+    title = "provisioning SLO"
+    parameter_name = "slo"
+
+    def lookups(self, request, model_admin):
+        return [("breached", "Paid but not provisioned")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "breached":
+            return queryset
+        report = slo.unprovisioned_payments(limit=SLO_FILTER_LIMIT)
+        return queryset.filter(id__in=[payment.event_id for payment in report.payments])
+
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ["idempotency_key", "event_type", "status", "endpoint", "received_at", "attempts"]
-    list_filter = ["endpoint", "event_type", "status", "received_at"]
+    list_filter = [ProvisioningSloFilter, "endpoint", "event_type", "status", "received_at"]
     search_fields = ["=provider_event_id", "=idempotency_key"]
     date_hierarchy = "received_at"
     list_select_related = ["endpoint"]
@@ -384,13 +403,68 @@ class DeadLetterAdmin(admin.ModelAdmin):
         )
 
 
-# --- Admin index: the failure path at a glance ------------------------------------------------------------
+# --- Admin index: the failure path and the last 24 hours at a glance ---------------------------------------
 
 admin.site.index_template = "admin/payhook_index.html"
 _site_index = admin.site.index
 
+# What the index lists of the SLO's breaching payments: enough to open one, never a wall of ids.
+SLO_ROW_EVENTS = 5
 
-def _admin_index_with_dead_letter_stats(request, extra_context=None):
+
+def _ingestion_charts(board: dashboard.IngestionDashboard) -> dict:
+    """The three charts and, for the table under them, each hour's numbers."""
+    hours, now = board.window.hours, board.window.now
+    outcomes = [
+        charts.Series(key=outcome, label=outcome, values=[hour[outcome] for hour in board.outcomes])
+        for outcome in dashboard.OUTCOMES
+    ]
+    ages = [age or 0.0 for age in board.backlog_age_seconds]
+    rows = [
+        {
+            "hour": hour,
+            "outcomes": [counts[outcome] for outcome in dashboard.OUTCOMES],
+            "dead_letters_open": depth,
+            "backlog_age": _age(age) if age is not None else "—",
+        }
+        for hour, counts, depth, age in zip(hours, board.outcomes, board.dead_letters_open, board.backlog_age_seconds,
+                                            strict=True)
+    ]
+    return {
+        "outcomes_chart": charts.stacked_bar_chart(
+            chart_id="chart-outcomes", title="Events received per hour, by outcome", hours=hours, series=outcomes,
+            y_label="events",
+        ),
+        "dead_letters_chart": charts.line_chart(
+            chart_id="chart-dlq-depth", title="Open dead letters (DLQ depth) at the end of each hour", hours=hours,
+            values=board.dead_letters_open, series_key="dead", now=now, area=True, y_label="open",
+        ),
+        "backlog_chart": charts.line_chart(
+            chart_id="chart-backlog-age", title="Oldest unfinished event's age at the end of each hour", hours=hours,
+            values=ages, series_key="pending", now=now, unit_for=charts.duration_unit, y_label="waiting",
+        ),
+        "outcomes": dashboard.OUTCOMES,
+        "rows": rows,
+        "start": board.window.start,
+        "now": now,
+    }
+
+
+def _slo_row(report: slo.SloReport) -> dict:
+    return {
+        "count": report.count,
+        "slo": _age(report.slo_seconds),
+        "oldest_age": _age(report.oldest_age_seconds) if report.oldest_age_seconds is not None else "—",
+        "payments": [
+            {"event_id": payment.event_id, "event_type": payment.event_type, "age": _age(payment.age_seconds),
+             "url": reverse("admin:webhooks_webhookevent_change", args=[payment.event_id])}
+            for payment in report.payments[:SLO_ROW_EVENTS]
+        ],
+        "changelist_url": reverse("admin:webhooks_webhookevent_changelist") + f"?{ProvisioningSloFilter.parameter_name}=breached",
+    }
+
+
+def _admin_index_for_operators(request, extra_context=None):
     # Django's default site has no hook for index context; wrapping its bound `index` keeps the
     # project on the default site. Only operators see the figures: support never sees the DLQ.
     extra_context = dict(extra_context or {})
@@ -401,7 +475,9 @@ def _admin_index_with_dead_letter_stats(request, extra_context=None):
             "oldest_unprocessed_event_age": _age(stats["oldest_unprocessed_event_age_seconds"]),
             "oldest_open_dead_letter_age": _age(stats["oldest_open_dead_letter_age_seconds"]),
         }
+        extra_context["provisioning_slo"] = _slo_row(slo.unprovisioned_payments(limit=SLO_ROW_EVENTS))
+        extra_context["ingestion"] = _ingestion_charts(dashboard.ingestion_dashboard())
     return _site_index(request, extra_context)
 
 
-admin.site.index = _admin_index_with_dead_letter_stats
+admin.site.index = _admin_index_for_operators
