@@ -11,7 +11,7 @@ from pathlib import Path
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("webhooks", "providers", "canonical", "fulfillment", "notifications", "audit", "accounts", "config")
+PACKAGES = ("webhooks", "providers", "canonical", "fulfillment", "notifications", "audit", "accounts", "config", "support")
 
 # (module path, module imported from): why it is imported inside a function.
 LOCAL_IMPORTS_ALLOWED = {

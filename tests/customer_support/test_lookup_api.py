@@ -115,6 +115,8 @@ class TestTheStory:
         body = _lookup(support_client, BUYER_EMAIL)
 
         assert _event_types(body).count("checkout.session.completed") == 1  # a redelivery is one stored event
+        # The refund carries no email: it joins the story through the payment id its audit entry shares.
+        assert _event_types(body).count("charge.refunded") == 1
         [entitlement] = body["entitlements"]
         assert (entitlement["key"], entitlement["active"], entitlement["revoke_reason"]) == ("addon", False, "refunded")
         assert [item["detail"]["payment"] for item in body["items"] if item["kind"] == "refund"] == ["pi_SHUF"]
