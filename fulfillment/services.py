@@ -18,7 +18,7 @@ from django.utils.dateparse import parse_datetime
 from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from canonical.facts import email_hash
-from config import encryption
+from config import encryption, metrics
 from config.db import rows_insert_new
 from config.unit_of_work import UnitOfWork
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
@@ -532,6 +532,10 @@ def canonical_event_fulfil(*, provider: str, canonical: dict, event_id, uow: Uni
     outcome = FulfilmentOutcome()
     HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow)
     _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow)
+    if outcome.granted:  # what the buyer waited, payment to access; observed only if the grant commits
+        paid_at = _fact_time(canonical)
+        transaction.on_commit(lambda: metrics.payment_to_entitlement_seconds.labels(provider=provider).observe(
+            max((timezone.now() - paid_at).total_seconds(), 0.0)))
     return outcome
 
 
