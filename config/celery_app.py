@@ -3,7 +3,7 @@ import os
 from celery import Celery
 from celery.signals import worker_process_shutdown
 
-from config.metrics import multiprocess_dir, process_dead_mark
+from config.metrics import process_dead_mark
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -14,10 +14,6 @@ app.autodiscover_tasks()
 
 # --- Prometheus multiprocess mode (docs/metrics.md) ---------------------------------------------------
 # Each pool process writes its metrics under PROMETHEUS_MULTIPROC_DIR, where the web's /metrics sums them.
-if multiprocess_dir():
-    os.makedirs(multiprocess_dir(), exist_ok=True)
-
-
 @worker_process_shutdown.connect
 def _metrics_process_dead(pid=None, **kwargs) -> None:
     process_dead_mark(pid or os.getpid())

@@ -21,11 +21,8 @@ limit_request_field_size = 65536
 
 # --- Prometheus multiprocess mode (docs/metrics.md) ---------------------------------------------------
 # With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there and /metrics sums
-# them; the directory must exist before a worker counts anything (`make run` also empties it first).
-from config.metrics import multiprocess_dir, process_dead_mark  # noqa: E402
-
-if multiprocess_dir():
-    os.makedirs(multiprocess_dir(), exist_ok=True)
+# them (config/metrics.py); a worker that exits is marked dead there.
+from config.metrics import process_dead_mark  # noqa: E402
 
 
 def child_exit(server, worker):

@@ -40,7 +40,9 @@ def process_identifier() -> str:
 
 
 if multiprocess_dir():
-    # Chosen before the first metric is made: the value class is read when a metric is constructed.
+    # The directory must exist before anything counts (a process started alone: `make run` creates
+    # and empties it first). The value class is read when a metric is made, so it is chosen first.
+    os.makedirs(multiprocess_dir(), exist_ok=True)
     values.ValueClass = values.MultiProcessValue(process_identifier=process_identifier)
 
 
@@ -96,6 +98,12 @@ replays = Counter(
     "Events put back through processing by an operator: kind=dead_letter (DLQ replay) or reprocess (admin, replay_events).",
     ["kind"],
 )
+
+# Series that may stay at zero for weeks are created now, so that they exist (at 0) in every scrape:
+# an alert on their rate then sees the first increment, and a dashboard shows 0 rather than nothing.
+task_retries.labels(task="webhooks.tasks.webhook_events_process")
+for _kind in ("dead_letter", "reprocess"):
+    replays.labels(kind=_kind)
 
 # The names other modules used before this module existed (webhooks/metrics.py re-exports them).
 events_received = webhook_events
