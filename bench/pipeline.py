@@ -26,7 +26,8 @@ With --scrape-metrics, every process writes its metrics to one PROMETHEUS_MULTIP
 Procfile `web` line (started in every phase for this) is scraped at `/metrics` before the workers
 start and after the phase drained: the change of each contract metric, summed over the processes,
 and the buckets of payhook_payment_to_entitlement_seconds (docs/metrics.md). The drain phase stores
-its backlog in this process, not through the web, so only the live phase moves the delivery counters.
+its backlog in this process, not through the web, so only the live phase moves the delivery counters;
+five deliveries signed with a wrong secret are sent before the last scrape, so refusals move too.
 
 Results: a table on stdout and JSON under bench/results/ (gitignored).
 """
@@ -479,6 +480,7 @@ class Bench:
             if live:  # after the window: let everything finish so the checks see final state
                 self.wait_done(backlog_ids + live_ids, timeout=args.max_drain_seconds)
             if args.scrape_metrics:
+                refusals_send(port, count=5)  # the refusal counter moves too (nothing is stored)
                 time.sleep(1)  # a grant's observation follows its commit
                 metrics_after = metrics_scrape(port)
         finally:
@@ -807,6 +809,21 @@ def metrics_scrape(port: int) -> str:
         return response.read().decode()
 
 
+def refusals_send(port: int, *, count: int) -> None:
+    """Deliveries signed with a secret the endpoint does not hold: each a 400 invalid_signature."""
+    import urllib.error
+    import urllib.request
+
+    for n in range(count):
+        body, headers = stripe_signed("whsec_" + secrets.token_hex(16), json.dumps({"id": f"evt_refused_{n}"}).encode())
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/{SLUG}/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400, exc.code
+
+
 def _metric_sums(text: str) -> dict:
     """Sample name (+ outcome/reason/status/le where it has one) -> value summed over the other labels."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -815,6 +832,8 @@ def _metric_sums(text: str) -> dict:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             sums[sample.name] += sample.value
+            if sample.name.endswith("_bucket") and not sample.name.startswith("payhook_payment_to_entitlement"):
+                continue  # the count, sum and the SLO histogram's buckets tell enough
             for label in ("outcome", "reason", "status", "le"):
                 if label in sample.labels:
                     sums[f"{sample.name}{{{label}={sample.labels[label]}}}"] += sample.value
