@@ -2,11 +2,14 @@
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
+from celery.signals import worker_process_shutdown
 from django.db import OperationalError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -167,3 +170,16 @@ def test_multiprocess_mode_sums_every_process_that_ever_counted(tmp_path):
     # Series no process has counted yet are there, at zero, from the start.
     assert samples_[("payhook_replays_total", (("kind", "dead_letter"),))] == 0
     assert samples_[("payhook_task_retries_total", (("task", "webhooks.tasks.webhook_events_process"),))] == 0
+
+
+def test_an_exited_web_or_worker_process_is_marked_dead_under_its_file_name(monkeypatch, tmp_path):
+    marked = []
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(metrics.multiprocess, "mark_process_dead", lambda identifier: marked.append(identifier))
+    gunicorn_config = runpy.run_path(os.path.join(ROOT, "config", "gunicorn.py"))
+
+    gunicorn_config["child_exit"](None, SimpleNamespace(pid=4242))
+    worker_process_shutdown.send(sender=None, pid=4343, exitcode=0)
+
+    host = metrics.process_identifier().rsplit("-", 1)[0]
+    assert marked == [f"{host}-4242", f"{host}-4343"]
