@@ -9,9 +9,13 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 
 # The port is checked first (one line if taken, before any install), and again just before start.
+# Every process honcho starts writes its metrics under one directory, which devrun.py empties first:
+# /metrics sums web and worker processes (docs/metrics.md).
+METRICS_DIR ?= $(CURDIR)/var/prometheus
+
 run: check-python port-free install .env migrate
-	@$(BIN)/python config/devrun.py $(PORT)
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
+	@PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" $(BIN)/python config/devrun.py $(PORT)
+	@PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $(PORT) --procfile Procfile
 
 # $(error) makes the refusal one line, without make's own "Error 1" line after it.
 port-free: check-python
@@ -55,4 +59,4 @@ bench: install
 	$(BIN)/python bench/replay.py
 
 clean:
-	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule* var/mail var/static
+	rm -rf $(VENV) var/*.sqlite3 var/broker var/celerybeat-schedule* var/mail var/static var/prometheus

@@ -22,6 +22,13 @@ Run from the repo root: `.venv/bin/python bench/pipeline.py` (see --help and doc
    and their parents; samples are attributed to pipeline steps (claim, decrypt, canonical build,
    customer/entitlement upserts, notifications, audit appends incl. chain-lock wait, commit, Celery).
 
+With --scrape-metrics, every process writes its metrics to one PROMETHEUS_MULTIPROC_DIR and the
+Procfile `web` line (started in every phase for this) is scraped at `/metrics` before the workers
+start and after the phase drained: the change of each contract metric, summed over the processes,
+and the buckets of payhook_payment_to_entitlement_seconds (docs/metrics.md). The drain phase stores
+its backlog in this process, not through the web, so only the live phase moves the delivery counters;
+five deliveries signed with a wrong secret are sent before the last scrape, so refusals move too.
+
 Results: a table on stdout and JSON under bench/results/ (gitignored).
 """
 
@@ -245,6 +252,10 @@ class Bench:
             # win in every process, or a bench run from a clone would measure another tree's code.
             PYTHONPATH=str(ROOT),
         )
+        if args.scrape_metrics:
+            self.metrics_dir = self.results_dir / f"pipeline-{self.stamp}-prometheus"
+            self.metrics_dir.mkdir()
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         self.expected: dict[str, dict] = {}  # provider event id -> {"kind", "user", "phase"}
         self.opted_out: set[int] = set()
         self.workers: list[Process] = []
@@ -426,9 +437,11 @@ class Bench:
         log(f"{phase}: starting {args.workers} worker process(es), concurrency {args.concurrency}; load {loadavg()}")
         web = port = None
         schedule = []
-        if live:
+        if live or args.scrape_metrics:
             web, port = self.web_start()
+        if live:
             schedule = self.live_schedule(phase)
+        metrics_before = metrics_scrape(port) if args.scrape_metrics else ""
         self.workers_start()
         cpu0 = {p.name: proc_tree_cpu_seconds(p.pid) for p in self.workers}
         self._pg_seen, self._pg_base = {}, set()
@@ -466,6 +479,10 @@ class Bench:
             parents = {p.name: p.pid for p in self.workers}
             if live:  # after the window: let everything finish so the checks see final state
                 self.wait_done(backlog_ids + live_ids, timeout=args.max_drain_seconds)
+            if args.scrape_metrics:
+                refusals_send(port, count=5)  # the refusal counter moves too (nothing is stored)
+                time.sleep(1)  # a grant's observation follows its commit
+                metrics_after = metrics_scrape(port)
         finally:
             stop.set()
             self.workers_stop()
@@ -525,6 +542,9 @@ class Bench:
             "machine_busy_pct": round(100 * busy, 1) if busy is not None else None,
         }
         out["emails_stuck_sending"] = sending
+        if args.scrape_metrics:
+            out["metrics"] = metrics_change(metrics_before, metrics_after)
+            log(f"{phase}: /metrics change over the phase, summed over every process:\n{metrics_table(out['metrics'])}")
         out["checks"] = self.verify(ids)
         out["passed"] = out["checks"]["passed"] and stored["ok"] and (not live or out["http"]["outcomes"].keys() <= {"new→200 accepted", "again→200 duplicate"})
         self.result["phases"][phase] = out
@@ -768,6 +788,89 @@ class Bench:
                 log(f"drop database failed: {exc}")
 
 
+# --- /metrics during the benchmark (--scrape-metrics) ------------------------------------------------
+
+CONTRACT_METRICS = [
+    ("payhook_webhook_events_total", "counter"), ("payhook_webhook_refused_total", "counter"),
+    ("payhook_event_processing_seconds", "histogram"), ("payhook_payment_to_entitlement_seconds", "histogram"),
+    ("payhook_events_backlog", "gauge"), ("payhook_oldest_unprocessed_event_age_seconds", "gauge"),
+    ("payhook_dead_letters_open", "gauge"), ("payhook_task_retries_total", "counter"), ("payhook_replays_total", "counter"),
+    ("payhook_unprovisioned_payments", "gauge"),
+]
+
+
+def metrics_scrape(port: int) -> str:
+    import urllib.request
+
+    token = os.environ.get("METRICS_TOKEN", "")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read().decode()
+
+
+def refusals_send(port: int, *, count: int) -> None:
+    """Deliveries signed with a secret the endpoint does not hold: each a 400 invalid_signature."""
+    import urllib.error
+    import urllib.request
+
+    for n in range(count):
+        body, headers = stripe_signed("whsec_" + secrets.token_hex(16), json.dumps({"id": f"evt_refused_{n}"}).encode())
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/{SLUG}/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400, exc.code
+
+
+def _metric_sums(text: str) -> dict:
+    """Sample name (+ outcome/reason/status/le where it has one) -> value summed over the other labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict = collections.defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] += sample.value
+            if sample.name.endswith("_bucket") and not sample.name.startswith("payhook_payment_to_entitlement"):
+                continue  # the count, sum and the SLO histogram's buckets tell enough
+            for label in ("outcome", "reason", "status", "le"):
+                if label in sample.labels:
+                    sums[f"{sample.name}{{{label}={sample.labels[label]}}}"] += sample.value
+    return sums
+
+
+def metrics_change(before: str, after: str) -> dict:
+    """Per contract metric: before, after and change (counters: the total; histograms: _count and
+    _sum; gauges: the value), the per-label changes, and the SLO histogram's bucket changes."""
+    b, a = _metric_sums(before), _metric_sums(after)
+    out = {}
+    for name, kind in CONTRACT_METRICS:
+        keys = [f"{name}_count", f"{name}_sum"] if kind == "histogram" else [name]
+        for key in keys:
+            out[key] = {"present": key in a, "before": round(b.get(key, 0.0), 3), "after": round(a.get(key, 0.0), 3),
+                        "change": round(a.get(key, 0.0) - b.get(key, 0.0), 3)}
+    for key in sorted(a):
+        if "{" in key and not key.startswith("payhook_payment_to_entitlement_seconds_bucket") and a[key] != b.get(key, 0.0):
+            out[key] = {"present": True, "before": round(b.get(key, 0.0), 3), "after": round(a[key], 3),
+                        "change": round(a[key] - b.get(key, 0.0), 3)}
+    buckets = sorted((k for k in a if k.startswith("payhook_payment_to_entitlement_seconds_bucket{")),
+                     key=lambda k: float(k.split("=", 1)[1].rstrip("}")))
+    out["payment_to_entitlement_buckets"] = {k.split("=", 1)[1].rstrip("}"): round(a[k] - b.get(k, 0.0)) for k in buckets}
+    return out
+
+
+def metrics_table(change: dict) -> str:
+    rows = [f"  {'metric':<72} {'before':>12} {'after':>12} {'change':>10}"]
+    for key, row in change.items():
+        if key != "payment_to_entitlement_buckets":
+            mark = "" if row["present"] else "  (absent)"
+            rows.append(f"  {key:<72} {row['before']:>12g} {row['after']:>12g} {row['change']:>+10g}{mark}")
+    rows.append("  payhook_payment_to_entitlement_seconds buckets (le: grants added, cumulative): "
+                + ", ".join(f"{le}: {n}" for le, n in change["payment_to_entitlement_buckets"].items()))
+    return "\n".join(rows)
+
+
 # --- Profile summary --------------------------------------------------------------------------------
 
 # (category, markers) — a sample goes to the first category with a marker in any frame of its stack.
@@ -911,6 +1014,8 @@ def parse_args(argv=None):
     p.add_argument("--redis-port", type=int, default=6379)
     p.add_argument("--redis-db", type=int, default=8, help="Redis database used as broker, FLUSHED before and after")
     p.add_argument("--keep-database", action="store_true")
+    p.add_argument("--scrape-metrics", action="store_true",
+                   help="share one PROMETHEUS_MULTIPROC_DIR and print each contract metric's change over every phase, from /metrics")
     p.add_argument("--label", default="")
     p.add_argument("--output", default="", help="results JSON (default bench/results/pipeline-<time>.json)")
     args = p.parse_args(argv)

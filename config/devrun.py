@@ -4,8 +4,10 @@ Runs before honcho starts the processes; it imports nothing from Django, so it a
 """
 
 import errno
+import os
 import socket
 import sys
+from pathlib import Path
 
 BANNER = """\
 payhook is starting (web, worker and beat; Ctrl-C stops all three).
@@ -37,6 +39,15 @@ def port_taken(host: str, port: int) -> bool:
     return False
 
 
+def metrics_dir_reset(path: str) -> None:
+    """Create PROMETHEUS_MULTIPROC_DIR and empty it of an earlier run's files: the processes about to
+    start write their metrics there, and /metrics would otherwise add the last run's counts to theirs."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
 def main(argv: list[str]) -> int:
     """`devrun.py [--check] PORT`: exit 1 with one line if PORT is taken; without --check, print the banner."""
     args = argv[1:]
@@ -48,6 +59,8 @@ def main(argv: list[str]) -> int:
         return 1
     if check_only:
         return 0
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir_reset(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     base = f"http://127.0.0.1:{port}"
     url_option = "" if port == 8000 else f" --url {base}/webhooks/stripe/"
     print(BANNER.format(base=base, url_option=url_option), flush=True)

@@ -18,3 +18,12 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 # front usually refuses far less (nginx: 8 KiB per header line by default), which is fine too.
 limit_request_fields = 200
 limit_request_field_size = 65536
+
+# --- Prometheus multiprocess mode (docs/metrics.md) ---------------------------------------------------
+# With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there and /metrics sums
+# them (config/metrics.py); a worker that exits is marked dead there.
+from config.metrics import process_dead_mark  # noqa: E402
+
+
+def child_exit(server, worker):
+    process_dead_mark(worker.pid)

@@ -267,6 +267,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.audit_chain_head_publish",
         "schedule": AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS,
     },
+    # "Paid but not provisioned": one WARNING line listing the payments past PROVISIONING_SLO_SECONDS.
+    "provisioning-slo-check": {
+        "task": "webhooks.monitoring.provisioning_slo_check",
+        "schedule": env.float("PROVISIONING_SLO_CHECK_INTERVAL_SECONDS", default=60.0),
+    },
 }
 # E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
 # however short: the worker and the recovery task both claim a row before sending, and one wins.

@@ -19,7 +19,7 @@ from audit.redaction import redact_text
 from audit.services import audit_entry_append
 from canonical.facts import email_hash
 from canonical.subjects import canonical_subjects, subjects_merge
-from config import encryption
+from config import encryption, metrics
 from config.db import rows_insert_new
 from config.unit_of_work import UnitOfWork
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
@@ -560,6 +560,10 @@ def canonical_event_fulfil(
     if subjects is None:
         subjects = canonical_subjects([canonical])
     _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow, subjects=subjects)
+    if outcome.granted:  # what the buyer waited, payment to access; observed only if the grant commits
+        paid_at = _fact_time(canonical)
+        transaction.on_commit(lambda: metrics.payment_to_entitlement_seconds.labels(provider=provider).observe(
+            max((timezone.now() - paid_at).total_seconds(), 0.0)))
     return outcome
 
 

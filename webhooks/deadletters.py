@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from audit.redaction import redact_text
 from audit.services import audit_entries_append, audit_entry_append
+from config import metrics
 from config.exceptions import ApplicationError
 from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.outbox import webhook_events_publish
@@ -337,6 +338,7 @@ def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> Bulk
             _events_reset(event_ids, now)
             _rows_audit(rows, action="dlq.replayed", user=user, note=note)
             transaction.on_commit(lambda: _events_enqueue(event_ids))
+            transaction.on_commit(lambda: metrics.replays.labels(kind="dead_letter").inc(len(event_ids)))
     return BulkOutcome(acted=len(rows), skipped=total - len(rows))
 
 
@@ -415,6 +417,7 @@ def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin
             )
             published = [str(event_id) for event_id in event_ids]
             transaction.on_commit(lambda: _events_enqueue(published))
+            transaction.on_commit(lambda: metrics.replays.labels(kind="reprocess").inc(len(published)))
     return BulkOutcome(acted=len(rows), skipped=total - len(rows))
 
 

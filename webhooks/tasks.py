@@ -7,6 +7,7 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
+from config import metrics
 from webhooks import outbox, processing
 from webhooks.outbox import webhook_event_retry_publish
 from webhooks.relay import OutboxRelay
@@ -40,6 +41,7 @@ def webhook_events_process(event_ids: list[str]) -> None:
         held = processing.webhook_events_lease(event_ids=event_ids)
     except TRANSIENT_ERRORS as exc:  # the database is away: try the whole message again later
         delay = retry_delay(1)
+        metrics.task_retries.labels(task=webhook_events_process.name).inc()
         logger.warning("event lease failed, batch will retry: events=%d error=%s in=%.1fs", len(event_ids), type(exc).__name__, delay)
         webhook_events_process.apply_async(args=[event_ids], countdown=delay)
         return
@@ -53,33 +55,38 @@ def webhook_events_process(event_ids: list[str]) -> None:
             except TRANSIENT_ERRORS:
                 pass  # the claim below fails the same way and retries this event
             renewed_at = time.monotonic()
+        started = time.perf_counter()
         try:
             status = processing.webhook_event_process(event_id=event_id)
             if status and status != "dead":  # a dead letter logs its own warning
                 logger.info("event %s: event=%s", status, event_id)
         except TRANSIENT_ERRORS as exc:
-            _retry_later(event_id, exc)
+            status = _retry_later(event_id, exc)
         except Exception as exc:  # a bug or unreadable data: no retry can fix it
             # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
             logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
-            processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
+            status = processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
+        if status:  # None: nothing to do (finished already, or another worker holds it)
+            metrics.event_processing_seconds.labels(status=status).observe(time.perf_counter() - started)
 
 
-def _retry_later(event_id: str, exc: BaseException) -> None:
+def _retry_later(event_id: str, exc: BaseException) -> str:
+    """Retry the event later, or dead-letter it past WEBHOOK_MAX_ATTEMPTS; returns `retry` or `dead`."""
     try:
         processing.webhook_event_fail(event_id=event_id, exc=exc)
         attempts = processing.webhook_event_attempts(event_id=event_id)
     except TRANSIENT_ERRORS:
         attempts = 1  # the database is still away: the sweep or the redelivery will pick it up
     if attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
-        processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
-        return
+        return processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
     delay = retry_delay(attempts)
+    metrics.task_retries.labels(task=webhook_events_process.name).inc()
     logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
     try:
         webhook_event_retry_publish(event_id=event_id, delay=delay)
     except TRANSIENT_ERRORS:
         pass  # the sweep republishes the event once the queue is empty and its retry is overdue
+    return "retry"
 
 
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")
