@@ -13,10 +13,8 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 import sentry_sdk
 from celery.app import trace as celery_trace
-from celery.contrib.testing.worker import start_worker
 from django.contrib.auth import get_user_model
 
-from config.celery_app import app as celery_app
 from config.sentry import breadcrumb_scrub, sentry_options, url_scrub
 from fulfillment.exceptions import PriceNotInCatalog
 from fulfillment.services import catalog_import
@@ -26,6 +24,7 @@ from tests.audit.pii import PII_EMAIL, PII_IP, PII_SHAPES, assert_no_pii, pii_no
 from tests.conftest import as_client_headers, signed_headers
 from tests.fulfillment import stripe_events as se
 from tests.fulfillment.conftest import CATALOG
+from tests.support.embedded_worker import embedded_worker
 from tests.support.processes import wait_for
 from webhooks.models import WebhookEvent
 from webhooks.relay import outbox_relay_once
@@ -223,7 +222,7 @@ def test_errors_in_celery_tasks_of_a_real_worker_reach_sentry_without_personal_d
     assert response.status_code == 200
     event_id = response.json()["event_id"]
 
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+    with embedded_worker():
         assert outbox_relay_once() == 1
         notification_emails_queued_deliver.apply_async(headers={"note": pii_note()})
 

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core import mail
@@ -26,7 +25,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from config import tracing
-from config.celery_app import app as celery_app
 from fulfillment.services import catalog_import
 from notifications.models import Notification
 from notifications.services import notification_unsubscribe_token
@@ -34,6 +32,7 @@ from tests.audit.pii import PII_EMAIL, PII_IP, PII_SHAPES, assert_no_pii
 from tests.conftest import as_client_headers, signed_headers
 from tests.fulfillment import stripe_events as se
 from tests.fulfillment.conftest import CATALOG
+from tests.support.embedded_worker import embedded_worker
 from tests.support.processes import wait_for
 from webhooks.models import WebhookEvent
 from webhooks.relay import outbox_relay_once
@@ -97,7 +96,7 @@ def test_one_trace_from_the_request_through_the_relay_and_a_real_worker_to_the_e
     assert stored.traceparent.startswith("00-") and len(stored.traceparent) == 55
 
     assert outbox_relay_once() == 1  # what the relay thread of a worker's main process does
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+    with embedded_worker():
         wait_for(lambda: Notification.objects.filter(status="sent").exists(), timeout=60, message="event processed, e-mail sent")
     assert WebhookEvent.objects.get(id=event_id).status == "processed"
     assert [message.to for message in mail.outbox] == [[PII_EMAIL]]
