@@ -177,7 +177,6 @@ class _Tracing:
         self.provider, self.tracer, self.instrumentors, self.email = provider, tracer, instrumentors, email
         self.correlation_key = correlation_key
         self.context, self.propagate, self.trace = context, propagate, trace
-        self.pid = os.getpid()
 
 
 # --- Turning it on ---------------------------------------------------------------------------------
@@ -216,7 +215,7 @@ def tracing_init(*, exporter=None) -> bool:
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            session = requests.Session()
+            session = requests.Session()  # requests: the OTLP/HTTP exporter's own dependency
             os.register_at_fork(after_in_child=session.close)  # a forked worker opens its own connections
             endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
                 settings.OTEL_EXPORTER_OTLP_ENDPOINT.rstrip("/") + "/v1/traces"
@@ -257,6 +256,7 @@ def tracing_shutdown() -> None:
 
 
 def tracing_flush(timeout_millis: int = 10_000) -> bool:
+    """Export what is pending now (tests; the batch processor otherwise exports every few seconds)."""
     return _state.provider.force_flush(timeout_millis) if _state is not None else True
 
 

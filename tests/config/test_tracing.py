@@ -208,7 +208,32 @@ loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry")
 print(loaded, [m for m in settings.MIDDLEWARE if "opentelemetry" in m], hasattr(psycopg.connect, "__wrapped__"))
 """
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False,
                           cwd=str(django_settings.BASE_DIR))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[] [] False"
+
+
+def test_the_scrubber_keeps_what_ran_and_drops_who_asked_in_either_semantic_convention():
+    """The HTTP attributes of OpenTelemetry's stable conventions (OTEL_SEMCONV_STABILITY_OPT_IN=http)
+    and captured headers pass the same allow-list as the default ones the worker test sees."""
+    server = tracing._attributes_scrub({
+        "http.request.method": "GET", "http.route": "notifications/unsubscribe/<str:token>/", "http.response.status_code": 200,
+        "url.scheme": "https", "url.path": "/notifications/unsubscribe/eyJ1IjoxfQ:1tXy:abc/", "url.query": f"email={PII_EMAIL}",
+        "url.full": f"https://user:pw@payhook.example/notifications/unsubscribe/eyJ1IjoxfQ:1tXy:abc/?email={PII_EMAIL}",
+        "client.address": PII_IP, "client.port": 51234, "user_agent.original": HOSTILE_AGENT, "server.address": "payhook.example",
+        "net.peer.name": "customer-laptop.example", "http.request.header.stripe_signature": ("t=1,v1=abc",),
+        "payhook.endpoint": "stripe",
+    })
+    assert server == {
+        "http.request.method": "GET", "http.route": "notifications/unsubscribe/<str:token>/", "http.response.status_code": 200,
+        "url.scheme": "https", "url.path": "/notifications/unsubscribe/[token]/",
+        "url.full": "https://payhook.example/notifications/unsubscribe/[token]/", "payhook.endpoint": "stripe",
+    }
+    database = tracing._attributes_scrub({"db.system": "postgresql", "db.statement": f"SELECT 1 /* {PII_EMAIL} */",
+                                          "net.peer.name": "db.internal", "db.user": "payhook_app"})
+    assert database == {"db.system": "postgresql", "db.statement": "SELECT 1 /* [email] */", "net.peer.name": "db.internal",
+                        "db.user": "payhook_app"}
+    assert tracing._attributes_scrub({"celery.task_name": "webhooks.tasks.webhook_events_process",
+                                      "celery.retry.reason": f"KeyError('{PII_EMAIL}')"}) == {
+        "celery.task_name": "webhooks.tasks.webhook_events_process"}
