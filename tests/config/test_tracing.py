@@ -14,12 +14,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db import connections
+from django.utils import timezone
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -35,6 +37,7 @@ from tests.fulfillment.conftest import CATALOG
 from tests.support.embedded_worker import embedded_worker
 from tests.support.processes import wait_for
 from webhooks.models import WebhookEvent
+from webhooks.outbox import webhook_events_dispatch
 from webhooks.relay import outbox_relay_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,6 +184,23 @@ def test_events_of_two_requests_are_published_in_two_messages_each_in_its_own_tr
         [message] = [s for s in spans if s.name.startswith("apply_async/") and s.parent.span_id == publish.context.span_id]
         assert message.attributes["payhook.correlation_id"] == publish.attributes["payhook.correlation_id"]
     assert publishes[0].context.trace_id != publishes[1].context.trace_id
+
+
+@pytest.mark.integration
+def test_an_event_the_sweep_republishes_joins_the_trace_of_its_request(exported, client, stripe_endpoint, stripe_secret,
+                                                                       broker_flushed):
+    exporter, _ = exported
+    event = se.checkout_completed(session_id="cs_swept", created=int(time.time()), price_id="price_pro", email=PII_EMAIL)
+    response, _ = _post(client, stripe_secret, event)
+    event_id = response.json()["event_id"]
+    WebhookEvent.objects.filter(id=event_id).update(received_at=timezone.now() - timedelta(hours=1))  # no relay took it
+
+    assert webhook_events_dispatch() == 1
+    assert tracing.tracing_flush()
+    spans = exporter.get_finished_spans()
+    request = next(s for s in spans if s.kind == SpanKind.SERVER and s.attributes.get("payhook.event_id") == event_id)
+    [publish] = [s for s in spans if s.name == "webhook_events publish"]
+    assert publish.context.trace_id == request.context.trace_id and publish.parent.span_id == request.context.span_id
 
 
 def test_with_tracing_off_the_event_stores_no_traceparent_and_nothing_is_instrumented(client, stripe_endpoint, stripe_secret, settings):
