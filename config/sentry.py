@@ -18,6 +18,7 @@ Errors, transactions and breadcrumbs are shaped by allow-list, like the audit lo
 Whatever free text remains passes `audit.redaction.redact_text` as a second net.
 """
 
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -193,9 +194,30 @@ def sentry_before_breadcrumb(crumb, hint):
     return breadcrumb_scrub(crumb, hint)
 
 
+def sentry_integrations() -> list:
+    """Django, Celery and logging, named rather than left to auto-enabling, each set for privacy."""
+    from sentry_sdk.integrations.celery import CeleryIntegration
+    from sentry_sdk.integrations.django import DjangoIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
+    return [
+        # A request's error and transaction are named by its URL pattern
+        # (`notifications/unsubscribe/<str:token>/`), never by the values in its path.
+        DjangoIntegration(transaction_style="url"),
+        # An exception escaping a task is reported with the task's name; its arguments (ids anyway)
+        # travel in `extra`, which the hooks drop. Beat's schedule is not made a Sentry cron monitor.
+        CeleryIntegration(monitor_beat_tasks=False),
+        # INFO and up become breadcrumbs, ERROR and up events: payhook logs a problem someone must look
+        # at (a dead letter, a database that went away) as an error, and the rest as info or warning.
+        LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+    ]
+
+
 def sentry_options() -> dict:
-    """The hooks and privacy options `sentry_sdk.init` is given (settings and tests share them)."""
+    """The integrations, hooks and privacy options `sentry_sdk.init` is given (settings and tests
+    share them)."""
     return {
+        "integrations": sentry_integrations(),
         # Not sending default PII is sentry-sdk's default (and `send_default_pii` is deprecated in 2.x);
         # the hooks below scrub whatever an integration collects anyway.
         "include_local_variables": False,

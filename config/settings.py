@@ -390,9 +390,17 @@ if SENTRY_DSN:
 
     from config.sentry import sentry_options
 
-    # Events, transactions and breadcrumbs are all shaped by config/sentry.py's hooks.
+    # Django, Celery and logging integrations named in sentry_options(); events, transactions and
+    # breadcrumbs are all shaped by config/sentry.py's hooks.
     sentry_sdk.init(
         dsn=SENTRY_DSN,
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
         **sentry_options(),
     )
+
+# --- Traces (docs/tracing.md) -----------------------------------------------------------------
+# OpenTelemetry, off unless an OTLP/HTTP endpoint is set (then config/tracing.py instruments Django,
+# psycopg and Celery in each web and worker process, from config/wsgi.py and config/celery_app.py).
+# The SDK's own OTEL_* variables (sampler, exporter headers and timeout) apply as documented upstream.
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="payhook")

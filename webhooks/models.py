@@ -93,6 +93,10 @@ class WebhookEvent(models.Model):
     # renews it while it works; once it lapses the sweep republishes the event (webhooks/receiving.py).
     lease_holder = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The W3C traceparent of the request that stored the event, so that its processing joins that
+    # trace when the relay publishes it later (config/tracing.py); empty while tracing is off. A database
+    # default too, so processes of the previous release still insert during a rolling deploy.
+    traceparent = models.CharField(max_length=55, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-received_at"]

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
+from config import tracing
 from webhooks.models import WebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,19 @@ PROCESS_TASK = "webhooks.tasks.webhook_events_process"
 WAITING = (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.PROCESSING, WebhookEvent.Status.FAILED)  # not yet finished
 
 
-def webhook_events_publish(*, event_ids: list) -> None:
+def webhook_events_publish(*, event_ids: list, traceparents: dict[str, str] | None = None) -> None:
     """Hand events to Celery, WEBHOOK_DISPATCH_BATCH_SIZE ids per message. Raises if the broker is
-    away (no retry loop here: each caller has its own fallback — the relay's rollback, the sweep)."""
+    away (no retry loop here: each caller has its own fallback — the relay's rollback, the sweep).
+
+    `traceparents` (event id → the stored `traceparent`): with tracing on, each message is published
+    inside the trace of the request that stored its events, so a message holds one trace's events.
+    """
     ids = [str(event_id) for event_id in event_ids]
     batch_size = settings.WEBHOOK_DISPATCH_BATCH_SIZE
-    for start in range(0, len(ids), batch_size):
-        current_app.send_task(PROCESS_TASK, args=[ids[start : start + batch_size]], retry=False)
+    for traceparent, group in tracing.events_by_trace(ids, traceparents):
+        with tracing.publish_scope(traceparent=traceparent, event_ids=group):
+            for start in range(0, len(group), batch_size):
+                current_app.send_task(PROCESS_TASK, args=[group[start : start + batch_size]], retry=False)
 
 
 def webhook_event_retry_publish(*, event_id: str, delay: float) -> None:
@@ -93,15 +100,15 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
             WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(stuck)
             .order_by("received_at")
-            .values_list("id", "lease_expires_at")[:limit]
+            .values_list("id", "lease_expires_at", "traceparent")[:limit]
         )
         if not rows:
             return 0
-        event_ids = [event_id for event_id, _ in rows]
+        event_ids = [event_id for event_id, _, _ in rows]
         # Published inside the transaction: if the broker is away, the rows stay unmarked.
-        webhook_events_publish(event_ids=event_ids)
+        webhook_events_publish(event_ids=event_ids, traceparents={str(event_id): parent for event_id, _, parent in rows})
         WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now, lease_holder="", lease_expires_at=None)
-    lapsed = sum(1 for _, expires in rows if expires is not None and expires < now)
+    lapsed = sum(1 for _, expires, _ in rows if expires is not None and expires < now)
     if lapsed:
         logger.warning("sweep republished %d events whose worker lease lapsed", lapsed)
     logger.info("sweep dispatched %d stored events", len(event_ids))

@@ -12,7 +12,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from config import encryption
+from config import encryption, tracing
 from config.db import row_insert_new_if_current
 from providers import SigningKey, VerifiedDelivery, scheme_get
 from providers.base import event_time_utc
@@ -136,6 +136,7 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
         try:
             entry, deliveries = _verify_current(entry, cached, body=body, headers=headers)
         except SignatureError as exc:
+            tracing.span_annotate(endpoint=entry.slug)
             metrics.signature_failures.labels(endpoint=entry.slug, reason=exc.code).inc()
             logger.warning("webhook refused: endpoint=%s reason=%s", entry.slug, exc.code)
             raise
@@ -150,6 +151,7 @@ def webhook_event_receive(*, slug: str, body: bytes, headers) -> ReceiveResult:
     else:
         # Two more secret changes landed during this request: answer 503 (retry), store nothing new.
         raise OperationalError("the endpoint's secrets changed while the request was verified")
+    tracing.span_annotate(event_id=results[0][0], endpoint=entry.slug)
     return ReceiveResult(event_id=results[0][0], created=any(created for _, created in results), answer=scheme.accepted_answer)
 
 
@@ -188,6 +190,7 @@ def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body
         headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
         received_at=timezone.now(),
         provider_created_at=event_time_utc(delivery.provider_created_at),  # a provider's absurd time is no time
+        traceparent=tracing.traceparent_current(),  # its processing joins this request's trace ("" when off)
     )
     inserted, current = row_insert_new_if_current(
         event, conflict_fields=("idempotency_key",), owner=WebhookEndpoint, owner_id=entry.id,

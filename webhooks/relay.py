@@ -28,16 +28,18 @@ def outbox_relay_once(*, limit: int | None = None) -> int:
     """Claim and publish up to `limit` undispatched events. Returns how many were published."""
     limit = limit or settings.WEBHOOK_RELAY_BATCH_LIMIT
     with transaction.atomic():
-        event_ids = [
-            str(event_id)
-            for event_id in WebhookEvent.objects.select_for_update(skip_locked=True)
+        traceparents = {
+            str(event_id): traceparent
+            for event_id, traceparent in WebhookEvent.objects.select_for_update(skip_locked=True)
             .filter(status=WebhookEvent.Status.RECEIVED, dispatched_at__isnull=True)
             .order_by("received_at")
-            .values_list("id", flat=True)[:limit]
-        ]
-        if not event_ids:
+            .values_list("id", "traceparent")[:limit]
+        }
+        if not traceparents:
             return 0
-        webhook_events_publish(event_ids=event_ids)
+        event_ids = list(traceparents)  # oldest first
+        # Each message joins the trace of the request that stored its events (config/tracing.py).
+        webhook_events_publish(event_ids=event_ids, traceparents=traceparents)
         WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=timezone.now())
     return len(event_ids)
 

@@ -7,8 +7,9 @@ from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from config import metrics
+from config import metrics, tracing
 from webhooks import outbox, processing
+from webhooks.models import WebhookEvent
 from webhooks.outbox import webhook_event_retry_publish
 from webhooks.relay import OutboxRelay
 
@@ -37,6 +38,7 @@ def webhook_events_process(event_ids: list[str]) -> None:
     process dies its events are republished by the sweep once the lease lapses (webhooks/outbox.py).
     A transient failure re-queues only that event with backoff; the rest of the batch goes on.
     """
+    traced = _events_traced(event_ids)
     try:
         held = processing.webhook_events_lease(event_ids=event_ids)
     except TRANSIENT_ERRORS as exc:  # the database is away: try the whole message again later
@@ -57,7 +59,9 @@ def webhook_events_process(event_ids: list[str]) -> None:
             renewed_at = time.monotonic()
         started = time.perf_counter()
         try:
-            status = processing.webhook_event_process(event_id=event_id)
+            endpoint, traceparent = traced.get(event_id, ("", ""))
+            with tracing.event_scope(event_id=event_id, endpoint=endpoint, traceparent=traceparent):
+                status = processing.webhook_event_process(event_id=event_id)
             if status and status != "dead":  # a dead letter logs its own warning
                 logger.info("event %s: event=%s", status, event_id)
         except TRANSIENT_ERRORS as exc:
@@ -68,6 +72,19 @@ def webhook_events_process(event_ids: list[str]) -> None:
             status = processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
         if status:  # None: nothing to do (finished already, or another worker holds it)
             metrics.event_processing_seconds.labels(status=status).observe(time.perf_counter() - started)
+
+
+def _events_traced(event_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """With tracing on: each event's endpoint slug and stored traceparent, for its span (one query
+    per message); nothing, and no query, when tracing is off."""
+    if not tracing.tracing_enabled():
+        return {}
+    tracing.span_annotate(event_ids=event_ids)
+    try:
+        rows = WebhookEvent.objects.filter(id__in=event_ids).values_list("id", "endpoint__slug", "traceparent")
+        return {str(event_id): (slug, traceparent) for event_id, slug, traceparent in rows}
+    except Exception:  # tracing never stops processing: the lease below meets any database error again
+        return {}
 
 
 def _retry_later(event_id: str, exc: BaseException) -> str:

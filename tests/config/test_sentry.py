@@ -12,12 +12,22 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 import sentry_sdk
+from celery.app import trace as celery_trace
 from django.contrib.auth import get_user_model
 
 from config.sentry import breadcrumb_scrub, sentry_options, url_scrub
 from fulfillment.exceptions import PriceNotInCatalog
+from fulfillment.services import catalog_import
 from notifications.services import notification_unsubscribe_token
+from notifications.tasks import notification_emails_queued_deliver
 from tests.audit.pii import PII_EMAIL, PII_IP, PII_SHAPES, assert_no_pii, pii_note
+from tests.conftest import as_client_headers, signed_headers
+from tests.fulfillment import stripe_events as se
+from tests.fulfillment.conftest import CATALOG
+from tests.support.embedded_worker import embedded_worker
+from tests.support.processes import wait_for
+from webhooks.models import WebhookEvent
+from webhooks.relay import outbox_relay_once
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +184,63 @@ def test_nothing_personal_reaches_sentry(sentry_live, monkeypatch):
         for value in event.get("exception", {}).get("values", []):
             for frame in value.get("stacktrace", {}).get("frames", []):
                 assert not {"vars", "context_line", "pre_context", "post_context"} & set(frame)
+
+
+def _errors_of(envelopes, error_type: str) -> list[dict]:
+    return [item for item in _items(envelopes) if any(v.get("type") == error_type for v in item.get("exception", {}).get("values", []))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_errors_in_celery_tasks_of_a_real_worker_reach_sentry_without_personal_data(
+    sentry_live, monkeypatch, settings, client, stripe_endpoint, stripe_secret, broker_flushed
+):
+    """A worker (Celery's embedded one, consuming from the test Redis broker in a thread of this
+    process, so sentry-sdk's Celery integration runs in it) meets two errors: one escaping a task (the
+    integration reports it), and one inside event processing, which is dead-lettered and logged as an
+    error (the logging integration reports the record). Both quote personal data; neither arrives."""
+    settings.WEBHOOK_RELAY_ENABLED = False
+    catalog_import(data=CATALOG)
+    user = get_user_model().objects.create_user("carol", email=PII_EMAIL)
+
+    def escaping(**kwargs):
+        raise ValueError(f"cannot deliver to {pii_note()}")
+
+    def fulfil_failing(**kwargs):
+        raise KeyError(f"no customer for {pii_note()}")
+
+    # sentry-sdk wraps tasks by patching celery.app.trace.build_tracer when it is first initialised; a
+    # worker process imports its consumer (which binds that name) later, at start, but this test process
+    # imported it at collection, before any init: give the embedded worker the patched function.
+    monkeypatch.setattr("celery.worker.consumer.consumer.build_tracer", celery_trace.build_tracer)
+    monkeypatch.setattr("notifications.tasks.services.notification_emails_queued_deliver", escaping)
+    monkeypatch.setattr("webhooks.processing.canonical_event_fulfil", fulfil_failing)
+    event = se.checkout_completed(session_id="cs_sentry", created=1_790_000_000, price_id="price_pro", user_id=user.id,
+                                  customer="cus_sentry", payment_intent="pi_sentry", email=PII_EMAIL)
+    body = json.dumps(event).encode()
+    response = client.generic("POST", f"/webhooks/stripe/?email={PII_EMAIL}", body, content_type="application/json",
+                              REMOTE_ADDR=PII_IP, **as_client_headers(signed_headers("stripe", stripe_secret, body)))
+    assert response.status_code == 200
+    event_id = response.json()["event_id"]
+
+    with embedded_worker():
+        assert outbox_relay_once() == 1
+        notification_emails_queued_deliver.apply_async(headers={"note": pii_note()})
+
+        def arrived():
+            sentry_sdk.flush(timeout=2)
+            return _errors_of(sentry_live.envelopes, "ValueError") and any(
+                item.get("logentry", {}).get("message", "").startswith("event processing failed permanently")
+                for item in _items(sentry_live.envelopes))
+
+        wait_for(arrived, timeout=60, message="both task errors in Sentry")
+    assert WebhookEvent.objects.get(id=event_id).status == "dead"
+
+    items = _items(sentry_live.envelopes)
+    assert_no_pii([text for item in items for text in _strings(item)], [*PII_SHAPES, "cs_sentry"])
+    [escaped] = _errors_of(sentry_live.envelopes, "ValueError")
+    value = next(v for v in escaped["exception"]["values"] if v["type"] == "ValueError")
+    assert value["value"] == "[withheld]" and value["mechanism"]["type"] == "celery"
+    assert escaped["transaction"] == "notifications.tasks.notification_emails_queued_deliver"
+    assert "extra" not in escaped  # the task's arguments and headers went with it
+    logged = next(item for item in items if item.get("logentry", {}).get("message", "").startswith("event processing failed"))
+    assert logged["logentry"] == {"message": "event processing failed permanently: event=%s error=%s"}
