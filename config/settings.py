@@ -284,6 +284,8 @@ DLQ_WARN_DEPTH = env.int("DLQ_WARN_DEPTH", default=1)
 DLQ_WARN_OLDEST_SECONDS = env.int("DLQ_WARN_OLDEST_SECONDS", default=600)
 # "Paid but not provisioned": a payment older than this with no entitlement is an SLO breach (webhooks/slo.py).
 PROVISIONING_SLO_SECONDS = env.int("PROVISIONING_SLO_SECONDS", default=300)
+# The admin index's 24-hour charts are recomputed at most this often (webhooks/dashboard.py); 0: every load.
+ADMIN_DASHBOARD_CACHE_SECONDS = env.int("ADMIN_DASHBOARD_CACHE_SECONDS", default=60)
 
 # --- Cache ------------------------------------------------------------------------------------
 # Holds the rate-limit counters, so it must be shared by every web process: Redis when the broker is

@@ -476,7 +476,7 @@ def _admin_index_for_operators(request, extra_context=None):
             "oldest_open_dead_letter_age": _age(stats["oldest_open_dead_letter_age_seconds"]),
         }
         extra_context["provisioning_slo"] = _slo_row(slo.unprovisioned_payments(limit=SLO_ROW_EVENTS))
-        extra_context["ingestion"] = _ingestion_charts(dashboard.ingestion_dashboard())
+        extra_context["ingestion"] = _ingestion_charts(dashboard.ingestion_dashboard_cached())
     return _site_index(request, extra_context)
 
 

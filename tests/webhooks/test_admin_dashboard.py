@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.core.cache import cache
 
 from tests.deadletters.factories import dead_letter_build, event_create, staff_user_create
 from webhooks import charts, dashboard, slo
@@ -250,3 +251,30 @@ class TestIndex:
         assert listed == {str(event.id) for event in events}
         assert str(other.id) not in listed
         assert calls == [500]
+
+
+@pytest.mark.django_db
+class TestDashboardCache:
+    def test_the_index_reuses_a_recent_dashboard_and_recomputes_it_once_it_expires(self, settings, stripe_endpoint):
+        settings.ADMIN_DASHBOARD_CACHE_SECONDS = 60
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dashboard-test"}}
+        cache.clear()
+        with time_machine.travel(NOW, tick=False):
+            _event(stripe_endpoint, P, NOW - 10 * M)
+            first = dashboard.ingestion_dashboard_cached()
+            _event(stripe_endpoint, P, NOW - 5 * M)
+            again = dashboard.ingestion_dashboard_cached()
+        assert sum(first.outcomes[-1].values()) == 1
+        assert again == first  # an operator's reload within the minute costs no scan
+
+        with time_machine.travel(NOW + timedelta(seconds=61), tick=False):
+            fresh = dashboard.ingestion_dashboard_cached()
+        assert sum(fresh.outcomes[-1].values()) == 2
+
+    def test_zero_draws_it_fresh_every_time(self, settings, stripe_endpoint):
+        settings.ADMIN_DASHBOARD_CACHE_SECONDS = 0
+        with time_machine.travel(NOW, tick=False):
+            _event(stripe_endpoint, P, NOW - 10 * M)
+            assert sum(dashboard.ingestion_dashboard_cached().outcomes[-1].values()) == 1
+            _event(stripe_endpoint, P, NOW - 5 * M)
+            assert sum(dashboard.ingestion_dashboard_cached().outcomes[-1].values()) == 2
