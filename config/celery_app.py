@@ -1,9 +1,39 @@
+import logging
+import logging.config
 import os
+import sys
 
 from celery import Celery
+from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.utils.log import LoggingProxy
+from django.conf import settings
+
+from config.logs import task_context_bind, task_context_clear
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("payhook")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _logging_setup(loglevel=None, **kwargs) -> None:
+    """Worker and beat log through Django's LOGGING (JSON lines) instead of Celery's own handler;
+    the root level stays `--loglevel`, as Celery would set it."""
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+    # What is printed rather than logged (a library's print(), the worker's "Warm shutdown" notice,
+    # which Celery writes to sys.__stdout__) becomes a log line too. The handler writes to stderr.
+    sys.stdout = sys.__stdout__ = LoggingProxy(logging.getLogger("celery.redirected"), logging.WARNING)
+
+
+@task_prerun.connect
+def _task_context_bind(task_id=None, task=None, **kwargs) -> None:
+    task_context_bind(task_name=task.name, task_id=task_id, retries=task.request.retries or 0)
+
+
+@task_postrun.connect
+def _task_context_clear(**kwargs) -> None:
+    task_context_clear()

@@ -1,6 +1,8 @@
 # gunicorn's settings for the Procfile's web process (and compose's web service).
 import os
 
+from config.logs import logging_config
+
 # Sync workers with a read deadline per client and JSON for gunicorn's own errors (config/gunicorn_worker.py).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "config.gunicorn_worker.DeadlineSyncWorker")
 # gunicorn reads WEB_CONCURRENCY itself, but defaults to one worker: one slow request would stall
@@ -18,3 +20,16 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 # front usually refuses far less (nginx: 8 KiB per header line by default), which is fine too.
 limit_request_fields = 200
 limit_request_field_size = 65536
+
+# gunicorn's own lines (booting, worker timeouts, errors it answers itself) as JSON lines like every
+# other line (config/logs.py); the workers' Django logging uses the same formatter. The master reads
+# LOG_FORMAT from the environment only (honcho exports .env under `make run`).
+logconfig_dict = logging_config(
+    log_format=os.environ.get("LOG_FORMAT", "json"),
+    level=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
+    loggers={
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # Only with GUNICORN_ACCESS_LOG set; the client address in it is masked like any IP address.
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from structlog.contextvars import bind_contextvars
 
 from audit.services import audit_entry_append
 from canonical.envelope import canonical_events_build
@@ -160,6 +161,8 @@ def webhook_event_process(*, event_id: str) -> str | None:
     attempts = _attempt_claim(event_id)
     if attempts is None:
         return None
+    # On an event's lines `attempt` is its attempt counter, which counts redeliveries and retries.
+    bind_contextvars(attempt=attempts)
     if attempts > settings.WEBHOOK_MAX_ATTEMPTS:
         return _dead_letter(event_id, PoisonEvent(f"gave up after {attempts - 1} attempts"), attempts - 1)
     try:
@@ -258,7 +261,7 @@ def webhook_event_dead_letter(*, event_id: str, exc: BaseException) -> str:
 
 
 def _dead_letter(event_id: str, exc: BaseException, attempts: int) -> str:
-    logger.warning("event dead-lettered: event=%s error=%s attempts=%d", event_id, type(exc).__name__, attempts)
+    logger.warning("event dead-lettered", extra={"event_id": str(event_id), "error": type(exc).__name__, "attempts": attempts})
     dead_letter_record(
         task_name="webhooks.tasks.webhook_events_process",
         event_id=event_id,
