@@ -4,13 +4,15 @@ import os
 import sys
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun, worker_shutting_down
 from celery.utils.log import LoggingProxy
 from django.conf import settings
 
 from config.logs import task_context_bind, task_context_clear
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("payhook")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -24,9 +26,22 @@ def _logging_setup(loglevel=None, **kwargs) -> None:
     logging.config.dictConfig(settings.LOGGING)
     if loglevel:
         logging.getLogger().setLevel(loglevel)
-    # What is printed rather than logged (a library's print(), the worker's "Warm shutdown" notice,
-    # which Celery writes to sys.__stdout__) becomes a log line too. The handler writes to stderr.
+    # What is printed rather than logged (a library's print(), Celery's own notices to sys.__stdout__)
+    # becomes a log line too, or is dropped where Celery writes to the file descriptor in a signal
+    # handler ("worker: Warm shutdown"; _shutdown_notice_log says it instead). The handler writes to stderr.
     sys.stdout = sys.__stdout__ = LoggingProxy(logging.getLogger("celery.redirected"), logging.WARNING)
+
+
+@worker_shutting_down.connect
+def _shutdown_notice_log(sig=None, how=None, exitcode=None, **kwargs) -> None:
+    logger.info("worker shutting down", extra={"how": how, "signal": sig, "exitcode": exitcode})
+
+
+@celeryd_init.connect
+def _warnings_capture(**kwargs) -> None:
+    """The worker's start-up checks warn before its logging is set up (running as root: a
+    SecurityWarning): warnings become log lines from here on, as Django's logging makes them."""
+    logging.captureWarnings(True)
 
 
 @task_prerun.connect

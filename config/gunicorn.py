@@ -29,7 +29,10 @@ logconfig_dict = logging_config(
     level=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
     loggers={
         "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
-        # Only with GUNICORN_ACCESS_LOG set; the client address in it is masked like any IP address.
-        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # gunicorn writes access lines whenever a logconfig is given: off unless GUNICORN_ACCESS_LOG is set.
+        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": ["console"], "propagate": False},
     },
 )
+# Method, path without its query, status, size and duration: never the client address, the query
+# string or a header value (gunicorn's default has all three: referer and user agent).
+access_log_format = '"%(m)s %(U)s" %(s)s %(B)s %(M)sms'
