@@ -29,9 +29,15 @@ logconfig_dict = logging_config(
     level=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
     loggers={
         "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
-        # gunicorn writes access lines whenever a logconfig is given: off unless GUNICORN_ACCESS_LOG is set.
-        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": ["console"], "propagate": False},
+        # gunicorn writes access lines whenever a logconfig is given: off unless GUNICORN_ACCESS_LOG
+        # is set, and then JSON lines too, to stdout (`-`) or to that file.
+        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": ["access"], "propagate": False},
     },
+)
+logconfig_dict["handlers"]["access"] = (
+    {"class": "logging.FileHandler", "formatter": "structured", "filename": accesslog}
+    if accesslog and accesslog != "-"
+    else {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stdout"}
 )
 # Method, path without its query, status, size and duration: never the client address, the query
 # string or a header value (gunicorn's default has all three: referer and user agent).
