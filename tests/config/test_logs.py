@@ -148,6 +148,15 @@ class TestTheRedactor:
         assert extra["nested"]["items"][0] == "[card]" and extra["nested"]["items"][1] == {"address": WITHHELD}
         assert objects[2]["event"] == "message built from data: [token] [token]"
 
+    def test_secrets_made_of_letters_only_are_not_taken_for_plain_words(self, lines):
+        log = logging.getLogger("payhook.test")
+        for secret in ("whsec_abcdefghijklmnop", "whsk_abcdefghijklmnop", "sk_live_abcdefghijklmnop"):
+            log.warning(secret)
+            log.warning("rotated", extra={"note": secret})
+
+        assert {o["event"] for o in lines.objects()} == {"[token]", "rotated"}
+        assert {o.get("note") for o in lines.objects()} == {None, "[token]"}
+
     def test_ids_types_and_counts_pass_unchanged(self, lines):
         logging.getLogger("payhook.test").info(
             "event processed",
