@@ -246,7 +246,3 @@ def task_context_clear() -> None:
 def event_context_bind(*, event_id) -> None:
     """A stored event's id is also its correlation id (the canonical events' `correlationid`)."""
     structlog.contextvars.bind_contextvars(event_id=str(event_id), correlation_id=str(event_id))
-
-
-def context_unbind(*keys: str) -> None:
-    structlog.contextvars.unbind_contextvars(*keys)

@@ -221,6 +221,7 @@ def webhook_event_fulfil(*, event: WebhookEvent) -> str:
 def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
     payload = json.loads(webhook_event_body(event=event))
     endpoint = event.endpoint
+    bind_contextvars(endpoint=endpoint.slug)  # on every line about this event from here on (webhooks/tasks.py)
     mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
     canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
     audit_entry_append(

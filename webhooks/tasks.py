@@ -57,7 +57,7 @@ def webhook_events_process(event_ids: list[str]) -> None:
                 pass  # the claim below fails the same way and retries this event
             renewed_at = time.monotonic()
         # Every line about this event, ours and the consumers', carries its id (the correlation id);
-        # `attempt` becomes the event's own counter once processing claims it. task_postrun clears all.
+        # processing adds the event's `endpoint` and its own `attempt` counter. task_postrun clears all.
         bind_contextvars(event_id=event_id, correlation_id=event_id, attempt=message_attempt)
         try:
             status = processing.webhook_event_process(event_id=event_id)
@@ -69,8 +69,7 @@ def webhook_events_process(event_ids: list[str]) -> None:
             # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
             logger.error("event processing failed permanently", extra={"error": type(exc).__name__})
             processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
-    unbind_contextvars("event_id", "correlation_id")
-    bind_contextvars(attempt=message_attempt)
+        unbind_contextvars("event_id", "correlation_id", "endpoint")
 
 
 def _retry_later(event_id: str, exc: BaseException) -> None:

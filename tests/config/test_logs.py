@@ -212,7 +212,8 @@ class TestContextPerTask:
         ids = [str(event.id) for event in events]
 
         def process(*, event_id):
-            structlog.contextvars.bind_contextvars(attempt=3 if event_id == ids[0] else 1)  # as the claim does
+            assert "endpoint" not in structlog.contextvars.get_contextvars()  # nothing of the event before
+            structlog.contextvars.bind_contextvars(attempt=3 if event_id == ids[0] else 1, endpoint="stripe")  # as processing does
             logging.getLogger("fulfillment.services").info("consumer line")
             return "processed"
 

@@ -115,8 +115,10 @@ def test_every_line_of_web_and_worker_is_json_with_context_and_no_personal_data(
     (processed,) = [o for o in worker_lines if o["event"] == "event processed"]
     assert (processed["event_id"], processed["correlation_id"]) == (paid_id, paid_id)
     assert processed["task"] == "webhooks.tasks.webhook_events_process" and processed["attempt"] == 1
+    assert processed["endpoint"] == "stripe"
     dead = [o for o in worker_lines if o["event"] == "event dead-lettered"]
     assert dead and dead[0]["event_id"] == dead_id == dead[0]["correlation_id"] and dead[0]["error"]
+    assert dead[0]["endpoint"] == "stripe" and dead[0]["attempt"] == dead[0]["attempts"] == 1
     # The receipt went to a file; the line names the file and the event, never the recipient.
     (written,) = [o for o in worker_lines if o["event"] == "mail written to a file"]
     assert written["event_id"] == paid_id and (mail_dir / written["file"]).is_file()
