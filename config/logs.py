@@ -33,10 +33,12 @@ LOG_FORMATS = ("json", "console")
 WITHHELD = "[withheld]"
 
 # Fields that are withheld whatever they hold: Django's `request` (its repr has the query string),
-# anything that would be a body, headers or SQL parameters, and names of personal data.
+# anything that would be a body, headers, SQL parameters or a task's arguments (Celery's `data` on its
+# "Task … received" lines), and names of personal data.
 WITHHELD_KEYS = frozenset(
     {
         "request", "body", "raw_body", "payload", "headers", "header", "meta", "environ", "cookies", "params", "sql",
+        "data", "args", "kwargs",
         "email", "recipient", "recipients", "to", "cc", "bcc", "name", "first_name", "last_name", "full_name",
         "username", "phone", "address", "ip", "ip_address", "client_ip", "remote_addr", "x_forwarded_for",
         "user_agent", "password", "secret", "token", "authorization", "cookie", "signature", "api_key",

@@ -134,6 +134,7 @@ class TestTheRedactor:
                 "email": pii.PII_EMAIL, "customer_name": pii.PII_NAME, "note": pii.pii_note(), "card": pii.PII_CARD_NUMBER,
                 "nested": {"phone": pii.PII_PHONE, "items": [pii.PII_IBAN, {"address": pii.PII_STREET}], "ip": pii.PII_IPV6},
                 "body": b"raw", "headers": {"Stripe-Signature": "t=1,v1=abc"}, "request": object(),
+                "data": {"args": [pii.PII_NAME]},  # Celery's "Task … received" context
             },
         )
         log.warning(f"message built from data: {pii.PII_SECRET} {pii.PII_HEX_TOKEN}")
@@ -144,6 +145,7 @@ class TestTheRedactor:
         assert objects[0]["event"].startswith("lookup failed for call ")  # the text around the data stays
         extra = objects[1]
         assert extra["email"] == extra["customer_name"] == extra["body"] == extra["headers"] == extra["request"] == WITHHELD
+        assert extra["data"] == WITHHELD
         assert extra["card"] == "[card]" and extra["nested"]["phone"] == WITHHELD and extra["nested"]["ip"] == WITHHELD
         assert extra["nested"]["items"][0] == "[card]" and extra["nested"]["items"][1] == {"address": WITHHELD}
         assert objects[2]["event"] == "message built from data: [token] [token]"

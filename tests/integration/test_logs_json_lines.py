@@ -1,6 +1,7 @@
-"""Issue 12 acceptance (logs): the Procfile's web and worker processes, fed personal data through the
-pipeline (a fulfilled checkout that sends an e-mail, a refused delivery, a dead-lettered one), write
-nothing but JSON objects, one a line, with the context keys where they apply, and 0 personal values."""
+"""Issue 12 acceptance (logs): the Procfile's web, worker and beat processes, fed personal data through
+the pipeline (a fulfilled checkout that sends an e-mail, a refused delivery, a dead-lettered one),
+write nothing but JSON objects, one a line, with the context keys where they apply, and 0 personal
+values."""
 
 import json
 import signal
@@ -62,19 +63,23 @@ def _objects(name: str, text: str) -> list[dict]:
     return objects
 
 
-def test_every_line_of_web_and_worker_is_json_with_context_and_no_personal_data(
+def test_every_line_of_web_worker_and_beat_is_json_with_context_and_no_personal_data(
     stripe_endpoint, stripe_secret, worker_env, broker_flushed, tmp_path
 ):
     catalog_import(data=CATALOG)
     user = get_user_model().objects.create_user("carol", email=pii.PII_EMAIL)
     mail_dir = tmp_path / "mail"
+    (tmp_path / "var").mkdir()
     env = {
         **worker_env, "LOG_FORMAT": "json", "CELERY_QUIET": "1", "CELERY_CONCURRENCY": "1",
-        # The most talkative levels: every library's debug lines go through the formatter too.
-        "DJANGO_LOG_LEVEL": "DEBUG", "CELERY_LOG_LEVEL": "DEBUG",
+        # The most talkative levels: every library's debug lines, Celery's own included, go through the formatter too.
+        "DJANGO_LOG_LEVEL": "DEBUG", "CELERY_LOG_LEVEL": "DEBUG", "CELERY_INTERNAL_LOG_LEVEL": "DEBUG",
         "EMAIL_BACKEND": "config.mail.FileEmailBackend", "EMAIL_FILE_PATH": str(mail_dir),
+        "PAYHOOK_VAR_DIR": str(tmp_path / "var"), "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",  # beat's schedule file; a busy beat
     }
-    worker = Process.shell(procfile_commands()["worker"], env, tmp_path / "worker.log", name="worker")
+    commands = procfile_commands()
+    worker = Process.shell(commands["worker"], env, tmp_path / "worker.log", name="worker")
+    beat = Process.shell(commands["beat"], env, tmp_path / "beat.log", name="beat")
     web = None
     try:
         worker.worker_ready_wait()
@@ -93,15 +98,18 @@ def test_every_line_of_web_and_worker_is_json_with_context_and_no_personal_data(
         wait_for(lambda: set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed", "dead"},
                  timeout=60, message="one event processed, one dead-lettered")
         wait_for(lambda: Notification.objects.filter(status="sent").exists(), timeout=30, message="the receipt sent")
+        wait_for(lambda: "Sending due task" in beat.log(), timeout=30, message="beat sending")
     finally:
         if web is not None:
             web.stop(signal.SIGTERM)
+        beat.stop(signal.SIGTERM)
         worker.stop(signal.SIGTERM)  # warm shutdown: its notice is a JSON line too
 
-    web_lines, worker_lines = _objects("web", web.log()), _objects("worker", worker.log())
+    web_lines, worker_lines, beat_lines = _objects("web", web.log()), _objects("worker", worker.log()), _objects("beat", beat.log())
 
-    # 0 personal values in any line of either process.
-    pii.assert_no_pii([json.dumps(obj) for obj in web_lines + worker_lines], NEEDLES)
+    # 0 personal values in any line of any process.
+    pii.assert_no_pii([json.dumps(obj) for obj in web_lines + worker_lines + beat_lines], NEEDLES)
+    assert any(o["logger"] == "celery.beat" for o in beat_lines)
     # gunicorn's own lines and Celery's own lines went through the same formatter.
     assert any(o["logger"] == "gunicorn.error" and o["event"].startswith("Booting worker") for o in web_lines)
     assert any(o["logger"] == "celery.apps.worker" and o["event"].endswith(" ready.") for o in worker_lines)
