@@ -2,9 +2,10 @@
 worker and beat), with the context an operator searches by and nothing personal (docs/logging.md).
 
 Every line has `timestamp` (UTC, ISO 8601), `level`, `logger` and `event` (the message), plus the
-context bound with `structlog.contextvars` where it applies: `endpoint` (the webhook view),
-`event_id` and `correlation_id` (the stored event, in the view once stored and while a worker
-processes it), `task`, `task_id` and `attempt` (Celery's task_prerun, config/celery_app.py). The
+context bound with `structlog.contextvars` where it applies: `endpoint` (the webhook view, and a
+worker once it has loaded the event), `event_id` and `correlation_id` (the stored event, in the view
+once stored and while a worker processes it), `task`, `task_id` and `attempt` (Celery's task_prerun,
+config/celery_app.py; processing sets `attempt` to the event's own counter). The
 stdlib `logging` calls of the apps (`logger.warning("… event=%s", …)`, `extra={…}`) and every
 library's logger (django, celery, gunicorn) go through the same `ProcessorFormatter`.
 
