@@ -15,10 +15,11 @@ class FileEmailBackend(FileBasedEmailBackend):
     """Django's file backend (one file per connection), plus the line that says where the mail went."""
 
     def _get_filename(self):
-        # Django ends the name in id(self), a 15-digit number the logs' card detector cannot tell
-        # from a card number; a short random suffix keeps names unique and the line readable.
+        # Django's name (`20261202-161221-<id(self)>.log`) is a run of digits the logs' redactor
+        # takes for a card number now and then. Letters between the digit groups and a short run
+        # (under the 24 characters of a possible secret) keep the name readable in the line.
         if self._fname is None:
-            name = f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}.log"
+            name = f"{datetime.now():%Y%m%dT%H%M%S}-m{secrets.token_hex(3)}.log"
             self._fname = os.path.join(self.file_path, name)
         return self._fname
 

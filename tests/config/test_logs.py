@@ -7,15 +7,18 @@ import json
 import logging
 import logging.config
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import structlog
+import time_machine
 from django.core import mail
 from django.core.mail import get_connection
 
 from config.celery_app import _logging_setup
-from config.logs import WITHHELD, formatter_build, logging_config
+from config.logs import WITHHELD, formatter_build, logging_config, text_redact
+from config.mail import FileEmailBackend
 from tests.audit import pii
 from tests.conftest import post_json, signed_headers
 from tests.webhooks.factories import WebhookEventFactory
@@ -255,3 +258,11 @@ class TestDevelopmentMail:
         (line,) = [o for o in lines.objects() if o["logger"] == "config.mail"]
         assert line["event"] == "mail written to a file" and line["file"] == written.name and line["messages"] == 1
         pii.assert_no_pii(lines.text().splitlines(), NEEDLES)
+
+    def test_file_names_pass_the_redactor_unchanged_at_any_time(self, settings, tmp_path, monkeypatch):
+        settings.EMAIL_FILE_PATH = str(tmp_path)
+        start = datetime(2026, 12, 2, tzinfo=timezone.utc)
+        for step in range(0, 3000 * 86400, 86400 + 3607):  # every day of eight years, at shifting times
+            with time_machine.travel(start + timedelta(seconds=step), tick=False):
+                name = Path(FileEmailBackend()._get_filename()).name
+            assert text_redact(name) == name, name
