@@ -155,7 +155,8 @@ class TestTheRedactor:
 
     def test_secrets_made_of_letters_only_are_not_taken_for_plain_words(self, lines):
         log = logging.getLogger("payhook.test")
-        for secret in ("whsec_abcdefghijklmnop", "whsk_abcdefghijklmnop", "sk_live_abcdefghijklmnop"):
+        for secret in ("whsec_abcdefghijklmnop", "whsk_abcdefghijklmnop", "sk_live_abcdefghijklmnop",
+                       "pdl_ntfset_01hv8x29kz0t586xy6zn1a62ne_abcdefghijklmnopqrstuv"):
             log.warning(secret)
             log.warning("rotated", extra={"note": secret})
 
