@@ -1,6 +1,8 @@
 # gunicorn's settings for the Procfile's web process (and compose's web service).
 import os
 
+from config.logs import logging_config
+
 # Sync workers with a read deadline per client and JSON for gunicorn's own errors (config/gunicorn_worker.py).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "config.gunicorn_worker.DeadlineSyncWorker")
 # gunicorn reads WEB_CONCURRENCY itself, but defaults to one worker: one slow request would stall
@@ -27,3 +29,26 @@ from config.metrics import process_dead_mark  # noqa: E402
 
 def child_exit(server, worker):
     process_dead_mark(worker.pid)
+
+
+# gunicorn's own lines (booting, worker timeouts, errors it answers itself) as JSON lines like every
+# other line (config/logs.py); the workers' Django logging uses the same formatter. The master reads
+# LOG_FORMAT from the environment only (honcho exports .env under `make run`).
+logconfig_dict = logging_config(
+    log_format=os.environ.get("LOG_FORMAT", "json"),
+    level=os.environ.get("DJANGO_LOG_LEVEL", "INFO"),
+    loggers={
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # gunicorn writes access lines whenever a logconfig is given: off unless GUNICORN_ACCESS_LOG
+        # is set, and then JSON lines too, to stdout (`-`) or to that file.
+        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": ["access"], "propagate": False},
+    },
+)
+logconfig_dict["handlers"]["access"] = (
+    {"class": "logging.FileHandler", "formatter": "structured", "filename": accesslog}
+    if accesslog and accesslog != "-"
+    else {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stdout"}
+)
+# Method, path without its query, status, size and duration: never the client address, the query
+# string or a header value (gunicorn's default has all three: referer and user agent).
+access_log_format = '"%(m)s %(U)s" %(s)s %(B)s %(M)sms'

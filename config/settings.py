@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from config.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -365,13 +367,14 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Logging and error reporting --------------------------------------------------------------
 # Log lines carry ids, types and outcomes only: never bodies, headers, secrets or personal data.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {
+# One JSON object per line from every process (config/logs.py, docs/logging.md); `console` is for a
+# developer who asks for it in .env. Celery (config/celery_app.py) and gunicorn (config/gunicorn.py)
+# use the same formatter.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = logging_config(
+    log_format=LOG_FORMAT,
+    level=env.str("DJANGO_LOG_LEVEL", default="INFO"),
+    loggers={
         # Django's request logger prints the request (path, and on 5xx the whole META) — keep it quiet.
         "django.request": {"level": "ERROR", "propagate": True},
         # "Invalid HTTP_HOST header: '<what the client sent>'": a header value in the log, at every
@@ -384,7 +387,7 @@ LOGGING = {
         "celery.apps.worker": {"level": "INFO"},
         "celery.worker.consumer.connection": {"level": "INFO"},
     },
-}
+)
 
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:

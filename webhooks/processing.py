@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from structlog.contextvars import bind_contextvars
 
 from audit.services import audit_entry_append
 from canonical.envelope import canonical_events_build
@@ -161,6 +162,8 @@ def webhook_event_process(*, event_id: str) -> str | None:
     attempts = _attempt_claim(event_id)
     if attempts is None:
         return None
+    # On an event's lines `attempt` is its attempt counter, which counts redeliveries and retries.
+    bind_contextvars(attempt=attempts)
     if attempts > settings.WEBHOOK_MAX_ATTEMPTS:
         # No subjects: building the event's facts may be what keeps killing the worker.
         return _dead_letter(event_id, PoisonEvent(f"gave up after {attempts - 1} attempts"), attempts - 1, subjects={})
@@ -220,6 +223,7 @@ def webhook_event_fulfil(*, event: WebhookEvent) -> str:
 def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
     payload = json.loads(webhook_event_body(event=event))
     endpoint = event.endpoint
+    bind_contextvars(endpoint=endpoint.slug)  # on every line about this event from here on (webhooks/tasks.py)
     mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
     canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
     subjects = canonical_subjects(canonical_events)
@@ -288,7 +292,7 @@ def _event_subjects(event_id: str) -> dict[str, list[str]]:
 
 
 def _dead_letter(event_id: str, exc: BaseException, attempts: int, *, subjects: dict | None = None) -> str:
-    logger.warning("event dead-lettered: event=%s error=%s attempts=%d", event_id, type(exc).__name__, attempts)
+    logger.warning("event dead-lettered", extra={"event_id": str(event_id), "error": type(exc).__name__, "attempts": attempts})
     dead_letter_record(
         task_name="webhooks.tasks.webhook_events_process",
         event_id=event_id,

@@ -6,6 +6,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from structlog.contextvars import bind_contextvars, unbind_contextvars
 
 from config import metrics, tracing
 from webhooks import outbox, processing
@@ -44,10 +45,12 @@ def webhook_events_process(event_ids: list[str]) -> None:
     except TRANSIENT_ERRORS as exc:  # the database is away: try the whole message again later
         delay = retry_delay(1)
         metrics.task_retries.labels(task=webhook_events_process.name).inc()
-        logger.warning("event lease failed, batch will retry: events=%d error=%s in=%.1fs", len(event_ids), type(exc).__name__, delay)
+        logger.warning("event lease failed, batch will retry",
+                       extra={"events": len(event_ids), "error": type(exc).__name__, "retry_in_seconds": round(delay, 1)})
         webhook_events_process.apply_async(args=[event_ids], countdown=delay)
         return
     renewed_at = time.monotonic()
+    message_attempt = (webhook_events_process.request.retries or 0) + 1
     for position, event_id in enumerate(event_ids):
         if event_id not in held:
             continue  # finished, or another live worker holds it
@@ -58,20 +61,24 @@ def webhook_events_process(event_ids: list[str]) -> None:
                 pass  # the claim below fails the same way and retries this event
             renewed_at = time.monotonic()
         started = time.perf_counter()
+        # Every line about this event, ours and the consumers', carries its id (the correlation id);
+        # processing adds the event's `endpoint` and its own `attempt` counter. task_postrun clears all.
+        bind_contextvars(event_id=event_id, correlation_id=event_id, attempt=message_attempt)
         try:
             endpoint, traceparent = traced.get(event_id, ("", ""))
             with tracing.event_scope(event_id=event_id, endpoint=endpoint, traceparent=traceparent):
                 status = processing.webhook_event_process(event_id=event_id)
             if status and status != "dead":  # a dead letter logs its own warning
-                logger.info("event %s: event=%s", status, event_id)
+                logger.info("event %s", status, extra={"status": status})
         except TRANSIENT_ERRORS as exc:
             status = _retry_later(event_id, exc)
         except Exception as exc:  # a bug or unreadable data: no retry can fix it
             # No traceback in the log: messages can quote data; the dead letter keeps a scrubbed one.
-            logger.error("event processing failed permanently: event=%s error=%s", event_id, type(exc).__name__)
+            logger.error("event processing failed permanently", extra={"error": type(exc).__name__})
             status = processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
         if status:  # None: nothing to do (finished already, or another worker holds it)
             metrics.event_processing_seconds.labels(status=status).observe(time.perf_counter() - started)
+        unbind_contextvars("event_id", "correlation_id", "endpoint")
 
 
 def _events_traced(event_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -98,7 +105,8 @@ def _retry_later(event_id: str, exc: BaseException) -> str:
         return processing.webhook_event_dead_letter(event_id=event_id, exc=exc)
     delay = retry_delay(attempts)
     metrics.task_retries.labels(task=webhook_events_process.name).inc()
-    logger.warning("event processing will retry: event=%s error=%s attempt=%d in=%.1fs", event_id, type(exc).__name__, attempts, delay)
+    logger.warning("event processing will retry",
+                   extra={"error": type(exc).__name__, "attempts": attempts, "retry_in_seconds": round(delay, 1)})
     try:
         webhook_event_retry_publish(event_id=event_id, delay=delay)
     except TRANSIENT_ERRORS:

@@ -5,7 +5,9 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from structlog.contextvars import bind_contextvars
 
+from config.logs import event_context_bind
 from providers.exceptions import ProviderUnavailable
 from webhooks.exceptions import MalformedBody, PayloadTooLarge, WebhookError
 from webhooks.receiving import webhook_event_receive
@@ -25,6 +27,8 @@ _READ_CHUNK = 64 * 1024
 def webhook_receive(request, slug: str):
     if request.method != "POST":
         return JsonResponse({"error": "method_not_allowed"}, status=405, headers={"Allow": "POST"})
+    # Every line of this request carries the endpoint (cleared when the request ends, config/logs.py).
+    bind_contextvars(endpoint=slug)
     try:
         webhook_request_admit(slug=slug, meta=request.META)
         body = _body_read(request)
@@ -39,6 +43,7 @@ def webhook_receive(request, slug: str):
     except ProviderUnavailable:
         logger.error("webhook not stored, the provider's verification material is unreachable: endpoint=%s", slug)
         return JsonResponse({"error": "unavailable"}, status=503, headers={"Retry-After": "30"})
+    event_context_bind(event_id=result.event_id)
     if result.answer is not None:  # the provider expects its own body (Adyen: `[accepted]`)
         return HttpResponse(result.answer, content_type="text/plain; charset=utf-8")
     status = "accepted" if result.created else "duplicate"

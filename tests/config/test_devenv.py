@@ -30,3 +30,18 @@ def test_an_older_env_gets_only_the_keys_it_lacks_and_keeps_the_ones_in_use(tmp_
     assert values["FIELD_ENCRYPTION_KEYS"] == "kept-key" and values["DJANGO_SECRET_KEY"] == "kept-secret"
     assert set(values) == set(dev_settings())
     assert dotenv_complete(dotenv) == [] and _values(dotenv) == values
+
+
+def test_the_console_mail_backend_an_older_make_run_wrote_is_replaced_and_a_chosen_one_kept(tmp_path):
+    old = tmp_path / "old.env"
+    old.write_text("DJANGO_SECRET_KEY=kept\nEMAIL_BACKEND=django.core.mail.backends.console.EmailBackend\n")
+    chosen = tmp_path / "chosen.env"
+    chosen.write_text("EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend\n")
+
+    assert "EMAIL_BACKEND" in dotenv_complete(old)
+    dotenv_complete(chosen)
+
+    assert _values(old)["EMAIL_BACKEND"] == "config.mail.FileEmailBackend"
+    assert _values(old)["DJANGO_SECRET_KEY"] == "kept"
+    assert old.read_text().count("EMAIL_BACKEND=") == 1
+    assert _values(chosen)["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"

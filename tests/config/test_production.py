@@ -268,6 +268,7 @@ def test_manage_py_check_deploy_is_clean_under_composes_environment():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
     assert "WARNING" not in result.stdout + result.stderr
+    assert '"level": "warning"' not in result.stdout + result.stderr  # log lines are JSON (docs/logging.md)
 
 
 def test_compose_environment_turns_on_https_only_settings():

@@ -256,5 +256,8 @@ def _until_both_workers_throttle(send, access_log, url: str, *, most: int = 80) 
 
 
 def _webhook_lines(path) -> list[str]:
+    """The access log's messages (JSON lines, config/gunicorn.py) about webhook requests."""
     text = path.read_text() if path.exists() else ""
-    return [line for line in text.splitlines() if " /webhooks/" in line]
+    # Complete lines only: gunicorn may be writing the next one.
+    messages = [json.loads(line)["event"] for line in text.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+    return [message for message in messages if " /webhooks/" in message]
