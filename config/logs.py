@@ -14,8 +14,9 @@ name ids, types and outcomes only. It withholds fields that carry requests, bodi
 personal data by name, and passes every other string (the message included) through the scrubber
 Sentry uses (`config.sentry.text_scrub`: URLs without query or credentials, tokens in paths, then
 the audit log's detectors for emails, IP addresses, secrets, cards, phones and street addresses).
-A traceback keeps its exception types and frames; each exception's message goes through the same
-scrubber. Names in free text cannot be recognised, which is why messages must not carry data.
+A traceback keeps its exception types and frames; each exception's message is withheld, as is the
+exception repr in Celery's own failure line: names in free text cannot be recognised by any
+scrubber, which is also why log messages must not carry data.
 """
 
 import functools
@@ -125,13 +126,15 @@ def event_dict_redact(logger, method_name, event_dict):
 
 
 def exception_text(exc: BaseException) -> str:
-    """A traceback as Python prints it (chained exceptions included), each message scrubbed:
-    exception messages are free text and may quote the data that caused them."""
+    """A traceback as Python prints it (chained exceptions included), each message withheld:
+    exception messages are free text and may quote the data that caused them, names included, which
+    no scrubber recognises. The dead letter keeps a scrubbed traceback for operators; Sentry gets
+    `[withheld]` too (config/sentry.py)."""
     parts, seen, current = [], set(), exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         frames = "".join(traceback.format_list(traceback.extract_tb(current.__traceback__)))
-        message = text_scrub(str(current))
+        message = WITHHELD if str(current) else ""
         line = f"{type(current).__module__}.{type(current).__qualname__}".removeprefix("builtins.")
         block = f"Traceback (most recent call last):\n{frames}" if frames else ""
         parts.append(f"{block}{line}: {message}" if message else f"{block}{line}")
@@ -144,6 +147,19 @@ def exception_text(exc: BaseException) -> str:
         else:
             current = None
     return "\n".join(reversed(parts))
+
+
+def task_failure_exception_withhold(logger, method_name, event_dict):
+    """Celery's own failure line ("Task … raised unexpected: ValueError('<message>')") carries the
+    exception's repr in its `exc` argument: only the exception's type is kept."""
+    record, args = event_dict.get("_record"), event_dict.pop("positional_args", None)  # pass_foreign_args
+    if record is not None and isinstance(args, Mapping) and isinstance(args.get("exc"), str):
+        args = {**args, "exc": args["exc"].split("(", 1)[0] + "(" + WITHHELD + ")"}
+        try:
+            event_dict["event"] = str(record.msg) % args
+        except (TypeError, ValueError, KeyError):
+            event_dict["event"] = WITHHELD
+    return event_dict
 
 
 def exc_info_render(logger, method_name, event_dict):
@@ -200,9 +216,12 @@ def formatter_build(log_format: str = "json") -> structlog.stdlib.ProcessorForma
         structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     return structlog.stdlib.ProcessorFormatter(
+        pass_foreign_args=True,  # for task_failure_exception_withhold; it drops them again
         # The stdlib records of the apps and of every library: %-style arguments are rendered by
         # getMessage(), `extra={…}` fields are added, then the context and the standard keys.
-        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), record_attributes_drop, *_pre_chain()],
+        foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(), record_attributes_drop, task_failure_exception_withhold, *_pre_chain()
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             exc_info_render,

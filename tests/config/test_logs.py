@@ -97,10 +97,18 @@ class TestTheFormat:
 
         exception = lines.objects()[0]["exception"]
         assert exception.startswith("Traceback (most recent call last):")
-        assert "ValueError: cannot parse [email] from [ip]" in exception
+        # Messages are withheld whole: a name in one ("no customer Carolina Smith") no scrubber knows.
+        assert "ValueError: [withheld]" in exception
         assert "The above exception was the direct cause of the following exception" in exception
-        assert "KeyError: 'no customer [phone] at [address], key [token]'" in exception
+        assert "KeyError: [withheld]" in exception
+        assert "ValueError: cannot" not in exception and "KeyError: 'no customer" not in exception
         assert f'File "{Path(__file__)}"' in exception and "in _raise_chained" in exception
+
+    def test_celerys_failure_line_keeps_the_exception_type_only(self, lines):
+        context = {"name": "t", "id": "1", "description": "raised unexpected", "exc": "ValueError('mail Carolina Smith')"}
+        logging.getLogger("celery.app.trace").error("Task %(name)s[%(id)s] %(description)s: %(exc)s", context)
+
+        assert lines.objects()[0]["event"] == "Task t[1] raised unexpected: ValueError([withheld])"
 
     def test_the_context_is_merged_into_every_line_and_an_explicit_value_wins(self, lines):
         structlog.contextvars.bind_contextvars(endpoint="stripe", event_id="e-1", correlation_id="e-1", task="t", attempt=2)

@@ -243,4 +243,4 @@ def test_errors_in_celery_tasks_of_a_real_worker_reach_sentry_without_personal_d
     assert escaped["transaction"] == "notifications.tasks.notification_emails_queued_deliver"
     assert "extra" not in escaped  # the task's arguments and headers went with it
     logged = next(item for item in items if item.get("logentry", {}).get("message", "").startswith("event processing failed"))
-    assert logged["logentry"] == {"message": "event processing failed permanently: event=%s error=%s"}
+    assert logged["logentry"] == {"message": "event processing failed permanently"}
