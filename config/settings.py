@@ -380,6 +380,9 @@ LOGGING = logging_config(
         # "Invalid HTTP_HOST header: '<what the client sent>'": a header value in the log, at every
         # scanner's request; the client already got a JSON 400.
         "django.security.DisallowedHost": {"level": "CRITICAL", "propagate": False},
+        # "Forbidden (CSRF cookie not set.): <path>": the path is the client's text (a name, an email
+        # without its dot); the client already got its 403.
+        "django.security.csrf": {"level": "CRITICAL", "propagate": False},
         # Celery's own lines (task received/succeeded per message, beat's "Sending due task" every
         # few seconds) drown the one line per event and per problem that payhook logs itself.
         "celery": {"level": env.str("CELERY_INTERNAL_LOG_LEVEL", default="WARNING")},

@@ -7,9 +7,18 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from structlog.contextvars import bind_contextvars
 
+from config import metrics
 from config.logs import event_context_bind
-from providers.exceptions import ProviderUnavailable
-from webhooks.exceptions import MalformedBody, PayloadTooLarge, WebhookError
+from providers.exceptions import ProviderUnavailable, SignatureError
+from webhooks.exceptions import (
+    ForbiddenSource,
+    IdempotencyConflict,
+    MalformedBody,
+    PayloadTooLarge,
+    RateLimited,
+    UnknownEndpoint,
+    WebhookError,
+)
 from webhooks.receiving import webhook_event_receive
 from webhooks.throttling import webhook_refusal_record, webhook_request_admit
 
@@ -27,13 +36,15 @@ _READ_CHUNK = 64 * 1024
 def webhook_receive(request, slug: str):
     if request.method != "POST":
         return JsonResponse({"error": "method_not_allowed"}, status=405, headers={"Allow": "POST"})
-    # Every line of this request carries the endpoint (cleared when the request ends, config/logs.py).
-    bind_contextvars(endpoint=slug)
     try:
         webhook_request_admit(slug=slug, meta=request.META)
+        # Every later line of this request carries the endpoint (cleared when the request ends,
+        # config/logs.py); only once it is known to exist: an unknown slug is the client's text.
+        bind_contextvars(endpoint=slug)
         body = _body_read(request)
         result = webhook_event_receive(slug=slug, body=body, headers=request.headers)
     except WebhookError as exc:
+        _refusal_count(slug, exc)
         exc = webhook_refusal_record(slug=slug, meta=request.META, error=exc)
         return JsonResponse({"error": exc.code, **exc.extra}, status=exc.status_code, headers=getattr(exc, "headers", None))
     except (OperationalError, InterfaceError) as exc:
@@ -48,6 +59,21 @@ def webhook_receive(request, slug: str):
         return HttpResponse(result.answer, content_type="text/plain; charset=utf-8")
     status = "accepted" if result.created else "duplicate"
     return JsonResponse({"status": status, "event_id": result.event_id})
+
+
+# Counted (and logged) where they are decided: signatures in receiving, limits and allowlists in
+# throttling; a conflict is an outcome of a verified delivery (payhook_webhook_events_total).
+_COUNTED_ELSEWHERE = (SignatureError, RateLimited, ForbiddenSource, IdempotencyConflict)
+
+
+def _refusal_count(slug: str, error: WebhookError) -> None:
+    """Every other refusal (unknown slug, oversized or unreadable body, invalid payload) is counted
+    and logged here, once, by its code; an unknown slug is counted under "": an attacker chooses it."""
+    if isinstance(error, _COUNTED_ELSEWHERE):
+        return
+    endpoint = "" if isinstance(error, UnknownEndpoint) else slug
+    metrics.refused.labels(endpoint=endpoint, reason=error.code).inc()
+    logger.warning("webhook refused", extra={"endpoint": endpoint, "reason": error.code})
 
 
 @sensitive_variables("chunks", "chunk")
