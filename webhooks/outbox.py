@@ -122,9 +122,9 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
 
 def _dispatch_undo(rows: list[tuple], *, marked_at) -> None:
     """Restore the sweep's rows (id, lease_expires_at, traceparent, dispatched_at, lease_holder) after a
-    failed publish, each only if still as the sweep marked it (no worker has leased it since)."""
+    failed publish, each only if still as the sweep marked it (no worker has leased or finished it since)."""
     with transaction.atomic():
         for event_id, lease_expires_at, _, dispatched_at, lease_holder in rows:
-            WebhookEvent.objects.filter(id=event_id, dispatched_at=marked_at, lease_expires_at__isnull=True).update(
-                dispatched_at=dispatched_at, lease_holder=lease_holder, lease_expires_at=lease_expires_at
-            )
+            WebhookEvent.objects.filter(
+                id=event_id, status__in=WAITING, dispatched_at=marked_at, lease_expires_at__isnull=True
+            ).update(dispatched_at=dispatched_at, lease_holder=lease_holder, lease_expires_at=lease_expires_at)
