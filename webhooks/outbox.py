@@ -100,16 +100,31 @@ def webhook_events_dispatch(*, limit: int = 1000) -> int:
             WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(stuck)
             .order_by("received_at")
-            .values_list("id", "lease_expires_at", "traceparent")[:limit]
+            .values_list("id", "lease_expires_at", "traceparent", "dispatched_at", "lease_holder")[:limit]
         )
         if not rows:
             return 0
-        event_ids = [event_id for event_id, _, _ in rows]
-        # Published inside the transaction: if the broker is away, the rows stay unmarked.
-        webhook_events_publish(event_ids=event_ids, traceparents={str(event_id): parent for event_id, _, parent in rows})
+        event_ids = [row[0] for row in rows]
         WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=now, lease_holder="", lease_expires_at=None)
-    lapsed = sum(1 for _, expires, _ in rows if expires is not None and expires < now)
+    # Published after the commit, never under the row locks: a worker's lease skips locked rows, so a
+    # message taken before the commit would be acknowledged with its events untouched (webhooks/relay.py).
+    try:
+        webhook_events_publish(event_ids=event_ids, traceparents={str(row[0]): row[2] for row in rows})
+    except Exception:  # the broker is away: the rows get back what they had, for the next pass
+        _dispatch_undo(rows, marked_at=now)
+        raise
+    lapsed = sum(1 for _, expires, *_ in rows if expires is not None and expires < now)
     if lapsed:
         logger.warning("sweep republished %d events whose worker lease lapsed", lapsed)
     logger.info("sweep dispatched %d stored events", len(event_ids))
     return len(event_ids)
+
+
+def _dispatch_undo(rows: list[tuple], *, marked_at) -> None:
+    """Restore the sweep's rows (id, lease_expires_at, traceparent, dispatched_at, lease_holder) after a
+    failed publish, each only if still as the sweep marked it (no worker has leased or finished it since)."""
+    with transaction.atomic():
+        for event_id, lease_expires_at, _, dispatched_at, lease_holder in rows:
+            WebhookEvent.objects.filter(
+                id=event_id, status__in=WAITING, dispatched_at=marked_at, lease_expires_at__isnull=True
+            ).update(dispatched_at=dispatched_at, lease_holder=lease_holder, lease_expires_at=lease_expires_at)

@@ -2,10 +2,12 @@
 
 The request only commits the row (`status=received`, `dispatched_at IS NULL`). A thread in each Celery
 worker's main process claims such rows with SELECT … FOR UPDATE SKIP LOCKED (so several worker hosts
-never publish one row twice), publishes them as messages of WEBHOOK_DISPATCH_BATCH_SIZE ids, and marks
-them dispatched in the same transaction: if the publish fails, the transaction rolls back and the rows
-are claimed again on the next pass. A relay that dies after publishing but before committing only
-causes a second message for the same events, which processing ignores.
+never publish one row twice) and marks them dispatched, commits, and only then publishes them as
+messages of WEBHOOK_DISPATCH_BATCH_SIZE ids. Never publish while the claim's row locks are held: an
+idle worker takes a message within milliseconds, its lease skips locked rows (SKIP LOCKED), and the
+message is acknowledged with its events left `received` (the start-up stall, docs/benchmarks.md). If
+the publish fails, the mark is undone and the next pass claims the rows again; a relay that dies
+between commit and publish leaves them to the sweep (webhooks/outbox.py), as a lost message.
 
 Measured in bench/ingest.py: publishing from the request cost more CPU than the rest of the request
 together; the relay moves that cost off the provider's path and pays it once per batch.
@@ -38,9 +40,16 @@ def outbox_relay_once(*, limit: int | None = None) -> int:
         if not traceparents:
             return 0
         event_ids = list(traceparents)  # oldest first
-        # Each message joins the trace of the request that stored its events (config/tracing.py).
+        dispatched_at = timezone.now()
+        WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=dispatched_at)
+    # After the commit (see above). Each message joins the trace of the request that stored its events.
+    try:
         webhook_events_publish(event_ids=event_ids, traceparents=traceparents)
-        WebhookEvent.objects.filter(id__in=event_ids).update(dispatched_at=timezone.now())
+    except Exception:  # nothing, or not all, reached the broker: the next pass claims them again
+        WebhookEvent.objects.filter(
+            id__in=event_ids, status=WebhookEvent.Status.RECEIVED, dispatched_at=dispatched_at, lease_expires_at__isnull=True
+        ).update(dispatched_at=None)
+        raise
     return len(event_ids)
 
 
