@@ -1,4 +1,4 @@
-"""The outbox relay publishes stored events in batches and marks them, in one transaction."""
+"""The outbox relay claims stored events in batches, marks them and commits, then publishes them (after the commit: a worker must find them unlocked)."""
 
 import json
 
