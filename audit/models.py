@@ -73,7 +73,8 @@ class AuditSubject(models.Model):
     value_hash = models.CharField(max_length=64)
 
     class Meta:
-        indexes = [models.Index(fields=["value_hash"], name="auditsubject_value_hash")]
+        # Covering: a search reads the matching entry ids from the index alone (migration 0005).
+        indexes = [models.Index(fields=["value_hash", "entry"], name="auditsubject_hash_entry")]
 
     def __str__(self):
         return f"{self.kind}:{self.value_hash[:12]}…"
