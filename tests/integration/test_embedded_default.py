@@ -105,7 +105,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
         assert "-> 200" in sent, sent
         dead_id = json.loads(sent.split("-> 200 ", 1)[1])["event_id"]
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", dead_id.replace("-", ""))
-                 == [("dead",)], timeout=30, interval=0.3, message="the event dead-lettered")
+                 == [("dead",)], timeout=90, interval=0.3, message="the event dead-lettered")
         [(letter_id, error_type)] = _query(
             database, "SELECT id, error_type FROM webhooks_deadletter WHERE event_id = ? AND status = 'open'",
             dead_id.replace("-", ""))
@@ -122,7 +122,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
                                headers={"Authorization": f"Token {token}"}, timeout=10)
         assert replay.status_code == 200, replay.text
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", dead_id.replace("-", ""))
-                 == [("processed",)], timeout=30, interval=0.3, message="the replayed event processed")
+                 == [("processed",)], timeout=90, interval=0.3, message="the replayed event processed")
 
         # 3. A secret added verifies on the next request; once removed, it is refused.
         _manage(env, "webhook_endpoint", "add-secret", "stripe", "--secret", ROTATED)
@@ -135,7 +135,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
         assert refused.json() == {"error": "invalid_signature"}
         assert _post_signed(webhook_url, SECRET).status_code == 200  # the first secret still verifies
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", new_id.replace("-", ""))
-                 == [("processed",)], timeout=30, interval=0.3, message="the new event processed")
+                 == [("processed",)], timeout=90, interval=0.3, message="the new event processed")
     finally:
         for process in processes.values():
             process.stop()

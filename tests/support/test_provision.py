@@ -25,10 +25,9 @@ CELERY_QUEUE=bogus
 
 
 def _settings_seen_with(tmp_path: Path, environ: dict[str, str]) -> dict:
-    """Imports a copy of config/settings.py beside a .env of bogus values, in a fresh interpreter."""
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "__init__.py").write_text("")
-    shutil.copy(ROOT / "config" / "settings.py", tmp_path / "config" / "settings.py")
+    """Imports a copy of the config package (settings and the modules it imports) beside a .env of
+    bogus values, in a fresh interpreter."""
+    shutil.copytree(ROOT / "config", tmp_path / "config", ignore=shutil.ignore_patterns("__pycache__", "templates"))
     (tmp_path / ".env").write_text(BOGUS_DOTENV)
     code = ("import json, config.settings as s; print(json.dumps({'debug': s.DEBUG, 'db_host': s.DATABASES['default']"
             "['HOST'], 'email_host': s.EMAIL_HOST, 'queue': s.CELERY_TASK_DEFAULT_QUEUE}))")
