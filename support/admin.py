@@ -8,7 +8,12 @@ from django.urls import NoReverseMatch, path, reverse
 
 from support.exceptions import InvalidLookupQuery
 from support.models import Lookup
-from support.selectors import DROPPED, MAX_QUERY_LENGTH, customer_timeline, lookup_query_clean
+from support.selectors import (
+    DROPPED,
+    MAX_QUERY_LENGTH,
+    customer_timeline,
+    lookup_query_clean,
+)
 from support.services import customer_lookup_audit
 
 # Admin pages a link in the timeline may open, by link kind; shown only to whom may view them.

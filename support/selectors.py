@@ -21,7 +21,13 @@ from django.db.models import Q
 
 from audit.models import AuditEntry, AuditSubject
 from config.blind_index import SUBJECT_KINDS, blind_index_candidates
-from config.display import SEARCH_TERM_MAX_LENGTH, id_display, is_placeholder, search_term_problem, source_display
+from config.display import (
+    SEARCH_TERM_MAX_LENGTH,
+    id_display,
+    is_placeholder,
+    search_term_problem,
+    source_display,
+)
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Subscription
 from notifications.models import Notification
 from providers import SCHEMES

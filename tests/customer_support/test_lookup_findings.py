@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -95,7 +96,7 @@ class TestIdsThatAreEmails:
             assert response.status_code == 200
             _no_email(response.content.decode())
         assert id_display(EMAIL_CUSTOMER) in listing.content.decode()
-        title = re.search(r"<title>(.*?)</title>", detail.content.decode(), re.S).group(1)
+        title = re.search(r"<title>(.*?)</title>", detail.content.decode(), re.DOTALL).group(1)
         assert id_display(EMAIL_CUSTOMER) in title
         # Searching by the id itself still finds the row.
         found = support_admin.get("/admin/fulfillment/customer/", {"q": EMAIL_CUSTOMER})
@@ -136,7 +137,7 @@ class TestQueryValidation:
         body = response.json()
         assert body["error"] == "invalid_query"
         assert "control" in body["detail"] and "at most" not in body["detail"]
-        assert term not in response.content.decode() or term in ("\n",)
+        assert not term.strip() or term.strip() not in response.content.decode()  # never echoed
         assert not AuditEntry.objects.filter(action="customer.looked_up").exists()
 
     @pytest.mark.parametrize("term", ["\x00", "pi_1\n", "\u202epi_1", "pi\u2028"])
@@ -184,9 +185,9 @@ class TestThrottle:
     def test_the_default_rate_is_read_from_the_environment(self):
         from config import settings as project_settings
 
-        source = open(project_settings.__file__).read()
+        source = Path(project_settings.__file__).read_text()
         assert 'env.str("API_THROTTLE_CUSTOMER_LOOKUP", default="30/min")' in source
-        assert "API_THROTTLE_CUSTOMER_LOOKUP=" in open(".env.example").read()
+        assert "API_THROTTLE_CUSTOMER_LOOKUP=" in (Path(project_settings.__file__).parent.parent / ".env.example").read_text()
 
     def test_lookups_past_the_rate_get_429_with_retry_after_per_account(self, support_client, lookup_rate):
         statuses = [support_client.get(URL, {"q": "cus_X"}).status_code for _ in range(2)]
