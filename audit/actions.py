@@ -85,6 +85,15 @@ ALLOWED_DATA: dict[str, dict] = {
     "product.created": _PRODUCT_CHANGE,
     "product.changed": _PRODUCT_CHANGE,
     "product.deleted": _PRODUCT_CHANGE,
+    # The search term is never data: it is the `lookup` subject (a blind-index hash). The actor is
+    # the support user's id; `via` says which page asked.
+    "customer.looked_up": {
+        "matched_kinds": [CODE], "found": BOOLEAN, "via": enum("api", "admin"),
+        "counts": {
+            "events": COUNT, "audit_entries": COUNT, "entitlements": COUNT, "active_entitlements": COUNT,
+            "notifications": COUNT, "notifications_suppressed": COUNT, "dead_letters": COUNT, "refunds": COUNT,
+        },
+    },
     "endpoint.changed": {
         "endpoint_id": ID, "slug": _BEFORE_AFTER(CODE), "fields": [CODE], "is_active": _BEFORE_AFTER(BOOLEAN),
         "mode": _BEFORE_AFTER(enum("live", "test")), "scheme": _BEFORE_AFTER(CODE),

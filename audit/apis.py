@@ -3,9 +3,15 @@ from rest_framework import generics, serializers
 
 from audit.models import AuditAction, AuditEntry
 from audit.selectors import audit_entry_filter_subject, audit_entry_list
+from config.display import search_term_problem
+from config.exceptions import ApplicationError
 from config.filters import UtcDateTimeFilter
 from config.pagination import CursorPagination
 from config.permissions import SUPPORT, in_groups
+
+
+class InvalidAuditQuery(ApplicationError):
+    code = "invalid_query"
 
 
 class AuditEntryFilter(django_filters.FilterSet):
@@ -49,3 +55,11 @@ class AuditEntryListApi(generics.ListAPIView):
 
     def get_queryset(self):
         return audit_entry_list()
+
+    def filter_queryset(self, queryset):
+        # `q` checked raw, as the customer lookup checks it (config.display.search_term_problem):
+        # the form field would strip a trailing newline and answer a NUL with its own message.
+        problem = search_term_problem(self.request.query_params.get("q"))
+        if problem:
+            raise InvalidAuditQuery(problem)
+        return super().filter_queryset(queryset)

@@ -28,6 +28,8 @@ class AuditAction(models.TextChoices):
     ENDPOINT_CHANGED = "endpoint.changed"
     # A grant that an earlier refund, dispute or subscription end had already revoked (issue 12).
     ENTITLEMENT_BLOCKED = "entitlement.blocked"
+    # Support read a customer's story (support/, issue 12): who looked up whom, never the term in clear.
+    CUSTOMER_LOOKED_UP = "customer.looked_up"
 
 
 class AuditEntry(models.Model):

@@ -5,7 +5,7 @@ The address is the one the webhook throttling trusts (WEBHOOK_TRUSTED_PROXIES), 
 X-Forwarded-For reading, which would let a client choose its address.
 """
 
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, ScopedRateThrottle, UserRateThrottle
 
 from config.client_address import client_address
 
@@ -34,3 +34,7 @@ def anonymous_refusal_throttle_wait(request, view) -> float | None:
     if throttle.allow_request(request, view):
         return None
     return throttle.wait() or 1.0
+
+
+class ApiScopedThrottle(_TrustedAddress, ScopedRateThrottle):
+    """A view's own budget (`throttle_scope`, rate in DEFAULT_THROTTLE_RATES), on top of the user's."""

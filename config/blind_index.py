@@ -39,14 +39,18 @@ SUBJECT_KINDS = frozenset(
         "endpoint",
         "dead_letter",
         "notification",
+        # A support lookup's search term (`customer.looked_up`): "who looked up this customer" is
+        # answerable by the term, and the lookup itself never seeds a story from its own trail.
+        "lookup",
     }
 )
 
 
 def subject_normalise(value: str, *, kind: str) -> str:
     value = str(value).strip()
-    if kind == "email":
-        # Providers and users disagree on case; mailbox names are case-insensitive in practice.
+    if kind == "email" or (kind == "lookup" and "@" in value):
+        # Providers and users disagree on case; mailbox names are case-insensitive in practice (and
+        # a lookup by email finds the customer in any case, so its trail is found in any case too).
         return value.lower()
     return value
 

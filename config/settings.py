@@ -77,6 +77,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: every /api/ answer (errors too) leaves with Cache-Control: no-store.
+    "config.cache_control.ApiNoStoreMiddleware",
     "config.errors.JsonErrorMiddleware",  # outermost: sees every answer, even Django's own error pages
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS and JS) from the web process itself, in every mode.
@@ -338,6 +340,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="1000/min") or None,
         "anon": env.str("API_THROTTLE_ANON", default="60/min") or None,
+        # Per support account, on the customer lookup only (each costs a web worker ~0.2 s).
+        "customer_lookup": env.str("API_THROTTLE_CUSTOMER_LOOKUP", default="30/min") or None,
     },
 }
 # `manage.py drf_create_token USER` issues keys that expire after this many days (--expires-in overrides).

@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from config.admin import ReadOnlyAdminMixin, admin_action_with_note, note_field
+from config.display import id_display, source_display
 from fulfillment.exceptions import FulfillmentError
 from fulfillment.models import Customer, Entitlement, Product, Subscription
 from fulfillment.services import (
@@ -96,18 +97,28 @@ class CustomerAdmin(admin.ModelAdmin):
     form = CustomerForm
     # Never the email: only ids and whether a user is linked. `user_id`, not the user, whose string
     # form is the username and may be an email address.
-    list_display = ["id", "provider", "provider_customer_id", "user_id", "created_at"]
+    # A provider customer id that is an email (Adyen's shopperReference often is) shows masked
+    # (config.display.id_display); searching by the id itself still finds the row.
+    list_display = ["id", "provider", "customer_id_shown", "user_id", "created_at"]
     list_filter = ["provider"]
     search_fields = ["=provider_customer_id", "=user__id"]
-    fields = ["provider", "key", "provider_customer_id", "user", "note", "created_at"]
-    readonly_fields = ["provider", "key", "provider_customer_id", "created_at"]
+    fields = ["provider", "key_shown", "customer_id_shown", "user", "note", "created_at"]
+    readonly_fields = ["provider", "key_shown", "customer_id_shown", "created_at"]
     raw_id_fields = ["user"]
+
+    @admin.display(description="provider customer id", ordering="provider_customer_id")
+    def customer_id_shown(self, obj):
+        return id_display(obj.provider_customer_id) if obj.provider_customer_id else None
+
+    @admin.display(description="key")
+    def key_shown(self, obj):
+        return obj.key if obj.key.startswith("email:") else id_display(obj.key)  # `email:<hash>`: a hash already
 
     def get_fields(self, request, obj=None):
         if self.has_change_permission(request, obj):
             return self.fields
         # View only (support): the linked user as its id, never its username; no note to write.
-        return ["provider", "key", "provider_customer_id", "user_id", "created_at"]
+        return ["provider", "key_shown", "customer_id_shown", "user_id", "created_at"]
 
     def get_readonly_fields(self, request, obj=None):
         if self.has_change_permission(request, obj):
@@ -131,11 +142,24 @@ class CustomerAdmin(admin.ModelAdmin):
 
 @admin.register(Entitlement)
 class EntitlementAdmin(admin.ModelAdmin):
-    list_display = ["key", "status", "customer", "source", "expires_at", "state_at"]
+    # The source and payment id as shown by config.display (masked when the sender made them an
+    # email); the search still matches the real values.
+    list_display = ["key", "status", "customer", "source_shown", "expires_at", "state_at"]
     list_filter = ["status", "key"]
     search_fields = ["=customer__provider_customer_id", "=source", "=payment_intent"]
     list_select_related = ["customer"]
-    readonly_fields = [f.name for f in Entitlement._meta.fields]
+    fields = [
+        {"source": "source_shown", "payment_intent": "payment_shown"}.get(f.name, f.name) for f in Entitlement._meta.fields
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="source", ordering="source")
+    def source_shown(self, obj):
+        return source_display(obj.source)
+
+    @admin.display(description="payment intent")
+    def payment_shown(self, obj):
+        return id_display(obj.payment_intent) if obj.payment_intent else ""
     actions = ["revoke", "restore"]
 
     # Read-only for everyone, superusers included: entitlements change through the actions below

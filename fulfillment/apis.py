@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 
+from config.display import id_display, source_display
 from config.exceptions import ApplicationError
 from config.pagination import CursorPagination
 from config.permissions import OPERATORS, SERVICES, SUPPORT, in_groups
@@ -19,6 +20,18 @@ class EntitlementPagination(CursorPagination):
     max_page_size = 500
 
 
+class IdDisplayField(serializers.CharField):
+    """An id as shown (config.display.id_display): masked when it carries personal data (an email)."""
+
+    def to_representation(self, value):
+        return id_display(value)
+
+
+class SourceDisplayField(serializers.CharField):
+    def to_representation(self, value):
+        return source_display(value)
+
+
 class EntitlementListApi(ListAPIView):
     """Entitlements of one user (`?user=<id>`) or provider customer (`?customer=cus_…`); active only
     unless `?include_inactive=true`."""
@@ -34,9 +47,10 @@ class EntitlementListApi(ListAPIView):
     class OutputSerializer(serializers.Serializer):
         key = serializers.CharField()
         status = serializers.CharField()
-        source = serializers.CharField()
+        source = SourceDisplayField()
         user = serializers.IntegerField(source="customer.user_id", allow_null=True)
-        customer = serializers.CharField(source="customer.provider_customer_id", allow_null=True)
+        # The filter `?customer=` matches the real id; the answer masks one that is an email.
+        customer = IdDisplayField(source="customer.provider_customer_id", allow_null=True)
         granted_at = serializers.DateTimeField(allow_null=True)
         expires_at = serializers.DateTimeField(allow_null=True)
         revoked_at = serializers.DateTimeField(allow_null=True)

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from config.display import id_display
+
 
 class Product(models.Model):
     """Catalog: a provider price id and the entitlement keys it grants."""
@@ -40,7 +42,8 @@ class Customer(models.Model):
         indexes = [models.Index(fields=["provider_customer_id"], name="customer_provider_id")]
 
     def __str__(self):
-        return f"{self.provider}:{self.key if not self.key.startswith('email:') else 'guest'}"
+        # The admin's <title>, breadcrumb and every FK column: an id that is an email is masked.
+        return f"{self.provider}:{id_display(self.key) if not self.key.startswith('email:') else 'guest'}"
 
 
 class Entitlement(models.Model):

@@ -8,7 +8,13 @@ from django.urls import NoReverseMatch, path, reverse
 
 from support.exceptions import InvalidLookupQuery
 from support.models import Lookup
-from support.selectors import DROPPED, MAX_QUERY_LENGTH, customer_timeline
+from support.selectors import (
+    DROPPED,
+    MAX_QUERY_LENGTH,
+    customer_timeline,
+    lookup_query_clean,
+)
+from support.services import customer_lookup_audit
 
 # Admin pages a link in the timeline may open, by link kind; shown only to whom may view them.
 _LINK_TARGETS = {
@@ -98,15 +104,20 @@ class LookupAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        term = request.GET.get("q", "").strip()
+        raw = request.GET.get("q", "")
         shown = request.GET.get("kind", "")
         kinds = next((kinds for name, _, kinds in KIND_FILTERS if name == shown), None)
-        timeline, error, rows = None, "", []
-        if term:
+        timeline, error, rows, term = None, "", [], ""
+        if raw.strip(" "):  # a lone newline is refused below, not taken for an empty search
             try:
+                # The API's rules: a control, format or separator character (a trailing newline
+                # too) is refused with a message, and the refused term is not echoed back.
+                term = lookup_query_clean(raw)
                 timeline = customer_timeline(q=term)
             except InvalidLookupQuery as exc:
-                error = exc.message
+                error, term = exc.message, ""
+        if timeline is not None:
+            customer_lookup_audit(actor=str(request.user.pk), timeline=timeline, via="admin")
         if timeline is not None:
             allowed = {name for name, (permission, _) in _LINK_TARGETS.items() if request.user.has_perm(permission)}
             rows = [

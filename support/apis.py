@@ -3,9 +3,10 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_throttling import ApiAnonThrottle, ApiScopedThrottle, ApiUserThrottle
 from config.permissions import SUPPORT, in_groups
-from support.exceptions import InvalidLookupQuery
 from support.selectors import MAX_QUERY_LENGTH, customer_timeline
+from support.services import customer_lookup_audit
 
 
 class CustomerLookupLinksSerializer(serializers.Serializer):
@@ -32,8 +33,8 @@ class CustomerLookupEntitlementSerializer(serializers.Serializer):
     status = serializers.CharField()
     active = serializers.BooleanField()
     source = serializers.CharField()
-    payment = serializers.CharField(allow_blank=True)
-    customer = serializers.CharField(allow_null=True, help_text="The provider customer id.")
+    payment = serializers.CharField(allow_blank=True, help_text="Masked when it carries personal data (docs/support.md).")
+    customer = serializers.CharField(allow_null=True, help_text="The provider customer id; masked when it carries personal data.")
     user = serializers.IntegerField(allow_null=True)
     granted_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
@@ -45,7 +46,9 @@ class CustomerLookupSerializer(serializers.Serializer):
     query = serializers.CharField(help_text="The term as typed (stripped): the only value echoed.")
     matched_kinds = serializers.ListField(child=serializers.CharField(), help_text="What the term was found as.")
     user_ids = serializers.ListField(child=serializers.IntegerField())
-    customer_ids = serializers.ListField(child=serializers.CharField(), help_text="Provider customer ids.")
+    customer_ids = serializers.ListField(
+        child=serializers.CharField(), help_text="Provider customer ids; one that carries personal data (an email) is masked."
+    )
     payment_ids = serializers.ListField(child=serializers.CharField())
     subscription_ids = serializers.ListField(child=serializers.CharField())
     entitlements = CustomerLookupEntitlementSerializer(many=True)
@@ -65,14 +68,18 @@ class CustomerLookupApi(APIView):
     """
 
     permission_classes = [in_groups(SUPPORT)]
+    # Each lookup holds a sync web worker ~0.2 s: its own budget per account (API_THROTTLE_CUSTOMER_LOOKUP),
+    # besides the API's, so support cannot starve ingestion.
+    throttle_classes = [ApiUserThrottle, ApiAnonThrottle, ApiScopedThrottle]
+    throttle_scope = "customer_lookup"
 
     class FilterSerializer(serializers.Serializer):
         q = serializers.CharField(max_length=MAX_QUERY_LENGTH, help_text="An email, provider customer id or payment id.")
 
     @extend_schema(parameters=[FilterSerializer], responses=CustomerLookupSerializer)
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
-        if not filters.is_valid():
-            raise InvalidLookupQuery(f"pass ?q=<email, provider customer id or payment id>, at most {MAX_QUERY_LENGTH} characters")
-        timeline = customer_timeline(q=filters.validated_data["q"])
+        # The raw value, not the serializer's (which strips a trailing newline and answers a NUL with
+        # its length message): customer_timeline refuses control characters before it strips spaces.
+        timeline = customer_timeline(q=request.query_params.get("q"))
+        customer_lookup_audit(actor=str(request.user.pk), timeline=timeline, via="api")
         return Response(CustomerLookupSerializer(timeline).data)

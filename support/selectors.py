@@ -21,13 +21,22 @@ from django.db.models import Q
 
 from audit.models import AuditEntry, AuditSubject
 from config.blind_index import SUBJECT_KINDS, blind_index_candidates
+from config.display import (
+    SEARCH_TERM_MAX_LENGTH,
+    id_display,
+    is_placeholder,
+    search_term_problem,
+    source_display,
+)
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Subscription
 from notifications.models import Notification
 from providers import SCHEMES
 from support.exceptions import InvalidLookupQuery
 from webhooks.models import DeadLetter, WebhookEvent
 
-MAX_QUERY_LENGTH = 255
+MAX_QUERY_LENGTH = SEARCH_TERM_MAX_LENGTH
+# The subject kind a lookup's own audit entry stores its term under: never a seed of a story.
+LOOKUP_KIND = "lookup"
 # Kinds of identifier that name a buyer (or their payment): the hop follows these, never an endpoint,
 # a notification or a dead letter, which would pull in other customers' stories.
 BUYER_KINDS = ("customer", "user", "payment", "payment_intent", "subscription", "email")
@@ -111,20 +120,20 @@ class CustomerTimeline:
 
 
 def lookup_query_clean(q: str | None) -> str:
-    """The search term, stripped; InvalidLookupQuery when blank, too long or holding control characters."""
+    """The search term, stripped of spaces; InvalidLookupQuery when blank, too long or holding a
+    control, format or separator character (checked before stripping: a trailing newline is refused)."""
+    problem = search_term_problem(q, max_length=MAX_QUERY_LENGTH)
+    if problem:
+        raise InvalidLookupQuery(problem)
     term = (q or "").strip()
     if not term:
         raise InvalidLookupQuery("pass ?q=<email, provider customer id or payment id>")
-    if len(term) > MAX_QUERY_LENGTH:
-        raise InvalidLookupQuery(f"q is at most {MAX_QUERY_LENGTH} characters")
-    if any(ord(char) < 32 or ord(char) == 127 for char in term):
-        raise InvalidLookupQuery("q may not contain control characters")
     return term
 
 
 def _hashes_by_kind(term: str) -> dict[str, str]:
     """Every hash the term may be stored under (each kind, each key) -> its kind."""
-    kinds = sorted(set(SUBJECT_KINDS) | set(BUYER_KINDS))
+    kinds = sorted((set(SUBJECT_KINDS) | set(BUYER_KINDS)) - {LOOKUP_KIND})
     return {digest: kind for kind in kinds for digest in blind_index_candidates(term, kinds=[kind])}
 
 
@@ -141,13 +150,16 @@ def _ids_from_entry_data(entries: list[AuditEntry]) -> tuple[set[str], set[str],
     payments, subscriptions, customers = set(), set(), set()
     for entry in entries:
         data = entry.data if isinstance(entry.data, dict) else {}
-        if isinstance(data.get("payment_intent"), str) and data["payment_intent"]:
+        # The redactor's `[dropped]` (a value without an id's shape, e.g. an email) is no id.
+        if isinstance(data.get("payment_intent"), str) and data["payment_intent"] and not is_placeholder(data["payment_intent"]):
             payments.add(data["payment_intent"])
         for key in ("source", "entitlement_source"):
             source = data.get(key)
-            if isinstance(source, str) and source.startswith("subscription:"):
+            if not isinstance(source, str) or is_placeholder(source):
+                continue
+            if source.startswith("subscription:"):
                 subscriptions.add(source.removeprefix("subscription:"))
-            elif isinstance(source, str) and source.startswith("payment:"):
+            elif source.startswith("payment:"):
                 payments.add(source.removeprefix("payment:"))
         if isinstance(data.get("customer_id"), int):
             customers.add(data["customer_id"])
@@ -208,7 +220,8 @@ def customer_timeline(*, q: str, limit: int = 200) -> CustomerTimeline:
         | Q(pk__in=customer_pks)
         | Q(pk__in=Entitlement.objects.filter(payment_intent__in=payment_terms).order_by().values("customer_id")[:CUSTOMERS_MAX])
     )
-    if term.isdigit() and len(term) < 19:
+    # A user id as written (`6`, not `06`): a term found as a user must show as matched `user`.
+    if term.isdigit() and len(term) < 19 and str(int(term)) == term:
         customer_filter |= Q(user_id=int(term))
     customers = list(
         Customer.objects.filter(customer_filter).only("id", "provider", "provider_customer_id", "user_id", "email_hash")[: CUSTOMERS_MAX + 1]
@@ -325,9 +338,9 @@ def customer_timeline(*, q: str, limit: int = 200) -> CustomerTimeline:
         query=term,
         matched_kinds=sorted(matched_kinds),
         user_ids=sorted(user_ids),
-        customer_ids=sorted({c.provider_customer_id for c in customers_by_pk.values() if c.provider_customer_id}),
-        payment_ids=sorted(payments | ({term} if "payment" in matched_kinds else set())),
-        subscription_ids=sorted(subscriptions),
+        customer_ids=_ids_display({c.provider_customer_id for c in customers_by_pk.values() if c.provider_customer_id}),
+        payment_ids=_ids_display(payments | ({term} if "payment" in matched_kinds else set())),
+        subscription_ids=_ids_display(subscriptions),
         entitlements=summaries,
         counts=counts,
         items=items[:limit],
@@ -340,12 +353,58 @@ def customer_timeline(*, q: str, limit: int = 200) -> CustomerTimeline:
 _KIND_ORDER = {"event": 0, "refund": 1, "entitlement": 2, "notification": 3, "dead_letter": 4, "audit": 5}
 
 
+def _ids_display(values) -> list[str]:
+    """Ids as shown (config.display.id_display), never a redactor's placeholder, sorted, distinct."""
+    return sorted({id_display(value) for value in values if value and not is_placeholder(value)})
+
+
 def _entitlement_summary(row: Entitlement, customer: Customer | None) -> EntitlementSummary:
     return EntitlementSummary(
-        id=row.pk, key=row.key, status=row.status, active=row.is_active, source=row.source, payment=row.payment_intent,
-        customer=customer.provider_customer_id if customer else None, user=customer.user_id if customer else None,
+        id=row.pk, key=row.key, status=row.status, active=row.is_active, source=source_display(row.source),
+        payment=id_display(row.payment_intent) if row.payment_intent else row.payment_intent,
+        customer=id_display(customer.provider_customer_id) if customer else None, user=customer.user_id if customer else None,
         granted_at=row.granted_at, revoked_at=row.revoked_at, revoke_reason=row.revoke_reason, expires_at=row.expires_at,
     )
+
+
+_CHANGE_ACTIONS = ("entitlement.granted", "entitlement.revoked", "entitlement.blocked")
+
+
+def _entitlement_changes(entries) -> dict[tuple, list]:
+    """The entitlement entries read, by (action, entitlement id) and (action, key, source), oldest first.
+
+    A provider's entry names the row by key and source (unique with the customer); an operator's
+    by its id as well.
+    """
+    changes: dict[tuple, list] = {}
+    for entry in sorted(entries, key=lambda entry: entry.id):
+        data = entry.data if isinstance(entry.data, dict) else {}
+        if entry.action not in _CHANGE_ACTIONS:
+            continue
+        if isinstance(data.get("entitlement_id"), int):
+            changes.setdefault((entry.action, data["entitlement_id"]), []).append(entry)
+        source = data.get("entitlement_source") or data.get("source")
+        if isinstance(data.get("entitlement"), str) and isinstance(source, str) and not is_placeholder(source):
+            changes.setdefault((entry.action, data["entitlement"], source), []).append(entry)
+    return changes
+
+
+def _first(changes, row: Entitlement, actions, *, newest: bool):
+    found = [entry for action in actions for key in ((action, row.pk), (action, row.key, row.source)) for entry in changes.get(key, [])]
+    if not found:
+        return None
+    return max(found, key=lambda entry: entry.id) if newest else min(found, key=lambda entry: entry.id)
+
+
+def _change_links(row: Entitlement, entry, *, fallback) -> TimelineLinks:
+    if entry is None:
+        return TimelineLinks(entitlement=row.pk, event=str(fallback) if fallback else None)
+    event = entry.event_id
+    if entry.action == "entitlement.blocked":
+        # Its entry is written by the late grant; the event that revoked first is `blocking_event`.
+        blocking = entry.data.get("blocking_event") if isinstance(entry.data, dict) else None
+        event = blocking if isinstance(blocking, str) and not is_placeholder(blocking) else fallback
+    return TimelineLinks(entitlement=row.pk, audit_entry=entry.id, event=str(event) if event else None)
 
 
 def _timeline_items(*, entries, events, dead_letters, entitlements, customers_by_pk, notifications, revocations) -> list[TimelineItem]:
@@ -368,22 +427,30 @@ def _timeline_items(*, entries, events, dead_letters, entitlements, customers_by
             detail={"actor": entry.actor, "data": data},
             links=TimelineLinks(audit_entry=entry.id, event=str(entry.event_id) if entry.event_id else None),
         ))
+    changes = _entitlement_changes(entries)
     for row in entitlements:
         customer = customers_by_pk.get(row.customer_id)
         detail = {
-            "key": row.key, "source": row.source, "payment": row.payment_intent or None, "expires_at": row.expires_at,
-            "customer": customer.provider_customer_id if customer else None, "user": customer.user_id if customer else None,
+            "key": row.key, "source": source_display(row.source), "payment": id_display(row.payment_intent or None),
+            "expires_at": row.expires_at,
+            "customer": id_display(customer.provider_customer_id) if customer else None, "user": customer.user_id if customer else None,
         }
-        links = TimelineLinks(entitlement=row.pk, event=str(row.last_event_id) if row.last_event_id else None)
         if row.granted_at:
+            # The event that granted it (its first `entitlement.granted` entry), never `last_event_id`,
+            # which a refund has since moved to itself; left out when no entry names it.
+            granted = _first(changes, row, ("entitlement.granted",), newest=False)
             items.append(TimelineItem(
-                at=row.granted_at, kind="entitlement", title=f"{row.key} granted", status="granted", detail=detail, links=links,
+                at=row.granted_at, kind="entitlement", title=f"{row.key} granted", status="granted", detail=detail,
+                links=_change_links(row, granted, fallback=None),
             ))
         if row.status == Entitlement.Status.REVOKED and row.revoked_at:
             title = f"{row.key} revoked" if row.granted_at else f"{row.key} grant blocked"
+            revoked = _first(changes, row, ("entitlement.revoked", "entitlement.blocked"), newest=True)
             items.append(TimelineItem(
                 at=row.revoked_at, kind="entitlement", title=title, status="revoked" if row.granted_at else "blocked",
-                reason=row.revoke_reason, detail=detail, links=links,
+                reason=row.revoke_reason, detail=detail,
+                # A provider revocation sets `last_event_id` to its event: the fallback when no entry was read.
+                links=_change_links(row, revoked, fallback=row.last_event_id),
             ))
     for row in notifications:
         items.append(TimelineItem(
@@ -403,6 +470,6 @@ def _timeline_items(*, entries, events, dead_letters, entitlements, customers_by
     for row in revocations:
         items.append(TimelineItem(
             at=row.occurred_at, kind="refund", title=f"payment {row.reason}", status=row.reason, reason=row.reason,
-            detail={"payment": row.payment_intent, "provider": row.provider},
+            detail={"payment": id_display(row.payment_intent), "provider": row.provider},
         ))
     return items
