@@ -688,6 +688,10 @@ class Bench:
             self.private.start(DURABLE_SETTINGS)
         if args.reuse:
             self.django_setup(meta)
+            from django.core.management import call_command
+
+            # The schema of this checkout (a database loaded by an older one lacks its newer columns).
+            call_command("migrate", verbosity=0)
         self.result["settings_while_measuring"] = self.private.settings if self.private else "the named server's own"
         self.result["load"] = meta.get("load")
         self.result["machine"] = self.machine_info()

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from tests.support.provision import chromium_for
 
@@ -35,3 +36,21 @@ def screenshots(tmp_path) -> Path:
     folder = DOCS_SCREENSHOTS if os.environ.get("PAYHOOK_REFRESH_SCREENSHOTS") == "1" else tmp_path / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# The one password of every staff user the browser tests create.
+PASSWORD = "correct-horse-battery-9"
+
+
+def admin_log_in(browser, live_server, username: str) -> None:
+    """Log in to the admin through its form, as a person does; fails unless the welcome shows."""
+    browser.delete_all_cookies()
+    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    assert browser.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
+
+
+def screenshot_save(browser, folder: Path, name: str) -> None:
+    assert browser.save_screenshot(str(folder / name)), name

@@ -13,13 +13,13 @@ import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
+from tests.browser.conftest import PASSWORD, admin_log_in
 from tests.deadletters.factories import dead_letter_build, event_build, staff_user_create
 from webhooks import dashboard, endpoints, slo
 from webhooks.models import DeadLetter, WebhookEvent
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct-horse-battery-9"
 SECOND, MINUTE = timedelta(seconds=1), timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 
@@ -72,15 +72,6 @@ def _report(events, now) -> slo.SloReport:
                          payments=payments)
 
 
-def _log_in(browser, live_server, username: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert browser.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
-
-
 def test_an_operator_reads_the_last_24_hours_and_support_does_not(
     transactional_db, live_server, browser, screenshots, tmp_path, monkeypatch
 ):
@@ -91,7 +82,7 @@ def test_an_operator_reads_the_last_24_hours_and_support_does_not(
     staff_user_create("olivia-operator", "operators", password=PASSWORD)
     staff_user_create("sam-support", "support", password=PASSWORD)
 
-    _log_in(browser, live_server, "olivia-operator")
+    admin_log_in(browser, live_server, "olivia-operator")
     charts = {chart.get_attribute("id"): chart for chart in browser.find_elements(By.CSS_SELECTOR, "svg.ph-chart")}
     assert set(charts) == {"chart-outcomes", "chart-dlq-depth", "chart-backlog-age"}
     for chart in charts.values():
@@ -123,7 +114,7 @@ def test_an_operator_reads_the_last_24_hours_and_support_does_not(
     listed = {box.get_attribute("value") for box in browser.find_elements(By.NAME, "_selected_action")}
     assert listed == {payment.event_id for payment in report.payments}
 
-    _log_in(browser, live_server, "sam-support")
+    admin_log_in(browser, live_server, "sam-support")
     assert not browser.find_elements(By.CSS_SELECTOR, "svg.ph-chart")
     assert not browser.find_elements(By.ID, "provisioning-slo")
     assert timezone.now() - seeded["now"] < timedelta(minutes=5)  # the seeded day still ends about now

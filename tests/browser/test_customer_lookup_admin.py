@@ -5,7 +5,6 @@ Screenshots go to a temporary folder; `PAYHOOK_REFRESH_SCREENSHOTS=1` writes the
 """
 
 import time
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -13,27 +12,14 @@ from selenium.webdriver.common.by import By
 
 from fulfillment.models import Entitlement
 from notifications.models import NotificationPreference
+from tests.browser.conftest import PASSWORD, admin_log_in, screenshot_save
 from tests.customer_support.conftest import BUYER_EMAIL, BUYER_USERNAME, buyer, story  # noqa: F401
 from tests.fulfillment.conftest import catalog, deliver  # noqa: F401
 from webhooks.models import DeadLetter
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct-horse-battery-9"
 T = int(time.time()) - 900  # provider times a quarter of an hour before delivery
-
-
-def _log_in(browser, live_server, username: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert browser.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
-
-
-def _shot(browser, folder: Path, name: str) -> None:
-    assert browser.save_screenshot(str(folder / name)), name
 
 
 def test_support_looks_up_a_customer_and_views_an_entitlement_read_only(
@@ -49,7 +35,7 @@ def test_support_looks_up_a_customer_and_views_an_entitlement_read_only(
     support = User.objects.create_user(username="sam-support", password=PASSWORD, is_staff=True)
     support.groups.add(Group.objects.get(name="support"))
 
-    _log_in(browser, live_server, "sam-support")
+    admin_log_in(browser, live_server, "sam-support")
     browser.find_element(By.CSS_SELECTOR, "#content-main a[href='/admin/support/lookup/']").click()
     box = browser.find_element(By.ID, "lookup-q")
     box.send_keys(BUYER_EMAIL)
@@ -64,11 +50,11 @@ def test_support_looks_up_a_customer_and_views_an_entitlement_read_only(
     assert BUYER_EMAIL not in page and BUYER_USERNAME not in page  # the term only in the search box
     assert browser.find_element(By.ID, "lookup-q").get_attribute("value") == BUYER_EMAIL
     browser.set_window_size(1440, 1500)
-    _shot(browser, screenshots, "customer-lookup.png")
+    screenshot_save(browser, screenshots, "customer-lookup.png")
     browser.find_element(By.CSS_SELECTOR, "#lookup-kinds a[href*='kind=access']").click()
     kinds = {row.get_attribute("class") for row in browser.find_elements(By.CSS_SELECTOR, "#lookup-timeline tbody tr")}
     assert kinds == {"kind-entitlement", "kind-refund"}
-    _shot(browser, screenshots, "customer-lookup-access.png")
+    screenshot_save(browser, screenshots, "customer-lookup-access.png")
     browser.set_window_size(1400, 1000)
 
     entitlement = Entitlement.objects.get(key="addon")
@@ -76,4 +62,4 @@ def test_support_looks_up_a_customer_and_views_an_entitlement_read_only(
     assert "View entitlement" in browser.find_element(By.ID, "content").text
     assert not browser.find_elements(By.NAME, "_save")
     assert BUYER_EMAIL not in browser.page_source and BUYER_USERNAME not in browser.page_source
-    _shot(browser, screenshots, "customer-lookup-entitlement.png")
+    screenshot_save(browser, screenshots, "customer-lookup-entitlement.png")

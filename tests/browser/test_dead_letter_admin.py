@@ -4,13 +4,12 @@ Screenshots go to a temporary folder; `PAYHOOK_REFRESH_SCREENSHOTS=1` writes the
 which show operators what to expect.
 """
 
-from pathlib import Path
-
 import pytest
 from django.contrib.auth.models import Group, User
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from tests.browser.conftest import PASSWORD, admin_log_in, screenshot_save
 from tests.conftest import celery_queue
 from tests.deadletters.factories import dead_letter_create
 from webhooks import endpoints
@@ -18,26 +17,11 @@ from webhooks.models import DeadLetter
 
 pytestmark = pytest.mark.integration
 
-PASSWORD = "correct-horse-battery-9"
-
 
 def _user(name: str, group: str) -> User:
     user = User.objects.create_user(username=name, password=PASSWORD, is_staff=True)
     user.groups.add(Group.objects.get(name=group))
     return user
-
-
-def _log_in(browser, live_server, username: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(f"{live_server.url}/admin/login/?next=/admin/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert browser.find_element(By.ID, "user-tools").text.upper().startswith("WELCOME")
-
-
-def _shot(browser, folder: Path, name: str) -> None:
-    assert browser.save_screenshot(str(folder / name)), name
 
 
 def _listed_ids(browser) -> set[int]:
@@ -61,18 +45,18 @@ def test_operator_triages_dead_letters_and_support_is_refused(
     _user("olivia-operator", "operators")
     _user("sam-support", "support")
 
-    _log_in(browser, live_server, "olivia-operator")
+    admin_log_in(browser, live_server, "olivia-operator")
     assert browser.find_element(By.ID, "dlq-depth").text == "3"
-    _shot(browser, screenshots, "dead-letters-00-admin-index.png")
+    screenshot_save(browser, screenshots, "dead-letters-00-admin-index.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/")
     assert _listed_ids(browser) == {replay_me.id, discard_me.id, other.id}
-    _shot(browser, screenshots, "dead-letters-01-list.png")
+    screenshot_save(browser, screenshots, "dead-letters-01-list.png")
 
     browser.find_element(By.CSS_SELECTOR, "#changelist-filter a[href*='error_type=UnknownPrice']").click()
     assert "error_type=UnknownPrice" in browser.current_url
     assert _listed_ids(browser) == {replay_me.id, discard_me.id}
     assert {cell.text.lower() for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-status")} == {"open"}
-    _shot(browser, screenshots, "dead-letters-02-filtered.png")
+    screenshot_save(browser, screenshots, "dead-letters-02-filtered.png")
 
     _act(browser, replay_me.id, "replay")
     assert "Replayed 1 dead letter(s)" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
@@ -81,13 +65,13 @@ def test_operator_triages_dead_letters_and_support_is_refused(
     _act(browser, discard_me.id, "discard")
     note = browser.find_element(By.NAME, "note")
     note.send_keys("Test event sent from the provider dashboard; nothing to fulfil.")
-    _shot(browser, screenshots, "dead-letters-03-discard-note.png")
+    screenshot_save(browser, screenshots, "dead-letters-03-discard-note.png")
     browser.find_element(By.CSS_SELECTOR, "input[name=apply]").click()
     assert "Discarded 1 dead letter(s)" in browser.find_element(By.CSS_SELECTOR, "ul.messagelist").text
     assert {cell.text.lower() for cell in browser.find_elements(By.CSS_SELECTOR, "#result_list td.field-status")} == {
         "replayed", "discarded"
     }
-    _shot(browser, screenshots, "dead-letters-04-result.png")
+    screenshot_save(browser, screenshots, "dead-letters-04-result.png")
 
     statuses = dict(DeadLetter.objects.values_list("id", "status"))
     assert statuses == {replay_me.id: "replayed", discard_me.id: "discarded", other.id: "open"}
@@ -96,13 +80,13 @@ def test_operator_triages_dead_letters_and_support_is_refused(
     assert discarded.acted_by.username == "olivia-operator"
     assert broker_flushed.llen(celery_queue()) == 1  # the replay reached the broker, once
 
-    _log_in(browser, live_server, "sam-support")
+    admin_log_in(browser, live_server, "sam-support")
     assert "Dead letters" not in browser.find_element(By.ID, "content-main").text
     assert "Webhook events" in browser.find_element(By.ID, "content-main").text
     assert not browser.find_elements(By.ID, "dead-letter-stats")
-    _shot(browser, screenshots, "dead-letters-05-support-index.png")
+    screenshot_save(browser, screenshots, "dead-letters-05-support-index.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/")
     assert "403 Forbidden" in browser.page_source
-    _shot(browser, screenshots, "dead-letters-06-support-refused.png")
+    screenshot_save(browser, screenshots, "dead-letters-06-support-refused.png")
     browser.get(f"{live_server.url}/admin/webhooks/deadletter/{other.id}/change/")
     assert "403 Forbidden" in browser.page_source
