@@ -1,9 +1,10 @@
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from tests.audit.conftest import operator_client, services_client, superuser_client, support_client  # noqa: F401
-from tests.fulfillment.conftest import catalog, deliver  # noqa: F401
 from tests.fulfillment import stripe_events as se
+from tests.fulfillment.conftest import catalog, deliver  # noqa: F401
 
 BUYER_EMAIL = "carol.buyer@example.org"
 BUYER_USERNAME = "carol-q-buyer"
@@ -38,3 +39,17 @@ def story(catalog, buyer, deliver):
         return {"paid": paid, "addon": addon, "refund": refund, "other": other}
 
     return build
+
+
+def staff_create(username: str, group: str):
+    """A staff user in one of the contract's groups (the admin's view of that group)."""
+    user = get_user_model().objects.create_user(username=username, is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def support_admin(client):
+    """The test client logged in to the admin as a support staff member."""
+    client.force_login(staff_create("sam-support", "support"))
+    return client

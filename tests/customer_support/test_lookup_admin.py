@@ -4,33 +4,21 @@ import re
 import time
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 
 from fulfillment.models import Customer, Entitlement
 from notifications.models import Notification
 from tests.audit.pii import assert_no_pii
-from tests.customer_support.conftest import BUYER_EMAIL, BUYER_USERNAME
+from tests.customer_support.conftest import BUYER_EMAIL, BUYER_USERNAME, staff_create
 
 LOOKUP = "/admin/support/lookup/"
 T = int(time.time()) - 3600
 pytestmark = pytest.mark.django_db
 
 
-def _staff(username: str, group: str) -> User:
-    user = User.objects.create_user(username=username, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def support_admin(client):
-    client.force_login(_staff("sam-support", "support"))
-    return client
-
-
 @pytest.fixture
 def operator_admin(client):
-    client.force_login(_staff("olivia-operator", "operators"))
+    client.force_login(staff_create("olivia-operator", "operators"))
     return client
 
 

@@ -8,9 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.services import audit_entry_append
+from support.selectors import customer_timeline
 from tests.audit.pii import assert_no_pii
 from tests.customer_support.conftest import BUYER_EMAIL, BUYER_USERNAME
-from support.selectors import customer_timeline
 from tests.fulfillment import stripe_events as se
 
 URL = "/api/v1/customers/lookup/"

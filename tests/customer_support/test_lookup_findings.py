@@ -27,18 +27,6 @@ MASKED = re.compile(r"^\[email-like id …[0-9a-f]{4}\]$")
 pytestmark = pytest.mark.django_db
 
 
-def _staff(username: str, group: str) -> User:
-    user = User.objects.create_user(username=username, is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
-@pytest.fixture
-def support_admin(client):
-    client.force_login(_staff("sam-support", "support"))
-    return client
-
-
 @pytest.fixture
 def email_ids(catalog, buyer, deliver):
     """A paid checkout whose customer id and payment id are both emails."""
