@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 
+from config.admin import ReadOnlyAdminMixin
 from support.exceptions import InvalidLookupQuery
 from support.models import Lookup
 from support.selectors import (
@@ -84,22 +85,13 @@ def _detail_pairs(detail: dict) -> list[tuple[str, str]]:
 
 
 @admin.register(Lookup)
-class LookupAdmin(admin.ModelAdmin):
+class LookupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The "Customer lookup" page: one search, a customer's whole story (support/selectors.py)."""
 
     def get_urls(self):
         # Only the page itself: the model has no table, so there is no object to add, change or list.
         name = f"{self.opts.app_label}_{self.opts.model_name}_changelist"
         return [path("", self.admin_site.admin_view(self.changelist_view), name=name)]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
