@@ -47,7 +47,8 @@ def embedded(tmp_path):
         DJANGO_LOG_LEVEL="INFO",  # as under `make run`; the test settings default to WARNING
         WEBHOOK_SWEEP_INTERVAL_SECONDS="2",  # beat sends every 2 s: its chatter would show in the logs
     )
-    for name in ("EMAIL_BACKEND", "EMAIL_FILE_PATH", "CELERY_INTERNAL_LOG_LEVEL", "BIND"):
+    # …nor what an in-process Celery worker of an earlier test left in the environment (CELERY_LOG_LEVEL=40).
+    for name in ("EMAIL_BACKEND", "EMAIL_FILE_PATH", "CELERY_INTERNAL_LOG_LEVEL", "BIND", "CELERY_LOG_LEVEL", "CELERY_LOG_FILE"):
         env.pop(name, None)  # the embedded defaults, not whatever the test run inherited
     return env, port, tmp_path / "var"
 
@@ -105,7 +106,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
         assert "-> 200" in sent, sent
         dead_id = json.loads(sent.split("-> 200 ", 1)[1])["event_id"]
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", dead_id.replace("-", ""))
-                 == [("dead",)], timeout=90, interval=0.3, message="the event dead-lettered")
+                 == [("dead",)], timeout=30, interval=0.3, message="the event dead-lettered")
         [(letter_id, error_type)] = _query(
             database, "SELECT id, error_type FROM webhooks_deadletter WHERE event_id = ? AND status = 'open'",
             dead_id.replace("-", ""))
@@ -122,7 +123,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
                                headers={"Authorization": f"Token {token}"}, timeout=10)
         assert replay.status_code == 200, replay.text
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", dead_id.replace("-", ""))
-                 == [("processed",)], timeout=90, interval=0.3, message="the replayed event processed")
+                 == [("processed",)], timeout=30, interval=0.3, message="the replayed event processed")
 
         # 3. A secret added verifies on the next request; once removed, it is refused.
         _manage(env, "webhook_endpoint", "add-secret", "stripe", "--secret", ROTATED)
@@ -135,7 +136,7 @@ def test_make_run_configuration_processes_rotates_secrets_and_replays_a_dead_let
         assert refused.json() == {"error": "invalid_signature"}
         assert _post_signed(webhook_url, SECRET).status_code == 200  # the first secret still verifies
         wait_for(lambda: _query(database, "SELECT status FROM webhooks_webhookevent WHERE id = ?", new_id.replace("-", ""))
-                 == [("processed",)], timeout=90, interval=0.3, message="the new event processed")
+                 == [("processed",)], timeout=30, interval=0.3, message="the new event processed")
     finally:
         for process in processes.values():
             process.stop()
