@@ -1,8 +1,8 @@
 from django.apps import AppConfig
 from django.apps import apps as global_apps
-from django.contrib.auth.management import create_permissions
-from django.contrib.contenttypes.management import create_contenttypes
 from django.db.models.signals import post_migrate
+
+from webhooks.apps import permissions_grant
 
 # What `support` reads in the admin besides events and the audit log (webhooks/apps.py grants those):
 # the lookup page, entitlements, customers (never their email) and notifications (never an address).
@@ -18,21 +18,7 @@ SUPPORT_VIEW_PERMISSIONS = [
 
 def support_permissions_grant(sender=None, using="default", apps=global_apps, **kwargs):
     """Grant `support` its view permissions; idempotent, runs after every migrate."""
-    apps = apps or global_apps  # `flush` sends post_migrate without the migration state's apps
-    try:
-        Group = apps.get_model("auth", "Group")
-        Permission = apps.get_model("auth", "Permission")
-    except LookupError:
-        return
-    # Permissions exist only once post_migrate created them; this may run before Django's handler.
-    for label in {code.split(".", 1)[0] for code in SUPPORT_VIEW_PERMISSIONS}:
-        app_config = global_apps.get_app_config(label)
-        create_contenttypes(app_config, verbosity=0, using=using, apps=apps)
-        create_permissions(app_config, verbosity=0, using=using, apps=apps)
-    group, _ = Group.objects.using(using).get_or_create(name="support")
-    for code in SUPPORT_VIEW_PERMISSIONS:
-        app_label, codename = code.split(".", 1)
-        group.permissions.add(*Permission.objects.using(using).filter(content_type__app_label=app_label, codename=codename))
+    permissions_grant({"support": SUPPORT_VIEW_PERMISSIONS}, using=using, apps=apps)
 
 
 class SupportConfig(AppConfig):

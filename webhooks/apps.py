@@ -13,12 +13,17 @@ GROUP_PERMISSIONS = {
 
 
 def group_permissions_grant(sender, using="default", apps=global_apps, **kwargs):
-    """Create the groups and grant their webhook permissions; idempotent, runs after every migrate.
+    """Create the groups and grant their webhook permissions; idempotent, runs after every migrate."""
+    permissions_grant(GROUP_PERMISSIONS, using=using, apps=apps)
+
+
+def permissions_grant(grants: dict[str, list[str]], *, using: str = "default", apps=global_apps) -> None:
+    """Create each group in `grants` and give it its permissions (`"app_label.codename"`); idempotent.
 
     Permissions only exist once `post_migrate` has created them, so a data migration on a fresh
-    database would find none; and a test flush deletes groups, which this puts back.
+    database would find none; and a test flush deletes groups, which this puts back. Other apps'
+    receivers (support/apps.py) grant their groups' permissions through it too.
     """
-    apps = apps or global_apps  # `flush` (test teardown) sends post_migrate without `apps`
     from django.contrib.auth.management import create_permissions
     from django.contrib.contenttypes.management import create_contenttypes
 
@@ -33,14 +38,11 @@ def group_permissions_grant(sender, using="default", apps=global_apps, **kwargs)
     for app_config in global_apps.get_app_configs():
         create_contenttypes(app_config, verbosity=0, using=using, apps=apps)
         create_permissions(app_config, verbosity=0, using=using, apps=apps)
-    for name, codes in GROUP_PERMISSIONS.items():
+    for name, codes in grants.items():
         group, _ = Group.objects.using(using).get_or_create(name=name)
-        if not codes:
-            continue
         for code in codes:
             app_label, codename = code.split(".", 1)
-            wanted = Permission.objects.using(using).filter(content_type__app_label=app_label, codename=codename)
-            group.permissions.add(*wanted)
+            group.permissions.add(*Permission.objects.using(using).filter(content_type__app_label=app_label, codename=codename))
 
 
 class WebhooksConfig(AppConfig):
