@@ -76,3 +76,13 @@ def entry_hash(prev_hash: str, content: str, *, key: bytes | None = None) -> str
 def entry_hash_unkeyed(prev_hash: str, content: str) -> str:
     """The plain SHA-256 of entries written before the chain was keyed; verification only."""
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()
+
+
+def anchor_content(*, id: int, created_at, heads: dict) -> str:
+    """Canonical JSON of an anchor: its position, time and every shard's (last_seq, last_hash)."""
+    content = {
+        "id": id,
+        "created_at": occurred_at_text(created_at),
+        "heads": {str(shard): [int(seq), last_hash] for shard, (seq, last_hash) in heads.items()},
+    }
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

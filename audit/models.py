@@ -35,13 +35,21 @@ class AuditAction(models.TextChoices):
 class AuditEntry(models.Model):
     """One link of the append-only, hash-chained audit log.
 
-    `id` is the position in the chain, assigned gaplessly under the chain lock (not by a sequence,
-    which leaves gaps on rollback), so a missing id is a removed entry. `event_id` deliberately has
-    no foreign key: an audit row must never block, or be cascaded by, changes to events.
-    Rows are never updated or deleted; database triggers reject both (migration 0002).
+    The log is several independent chains (shards, one `AuditChainHead` each), so that concurrent
+    transactions append without waiting on each other. `chain_shard` and `chain_seq` are the entry's
+    position: `chain_seq` is gapless within its shard (assigned under that shard's head lock), and
+    `prev_hash` is the hash of the entry before it IN THE SAME SHARD. `id` is global and unique but
+    comes from a sequence (migration 0006), so it may have gaps (rolled-back appends) and is only
+    roughly in commit order; a missing entry is a missing `chain_seq`, not a missing `id`. The hash
+    covers `id`, so ids cannot be renumbered either. A log written before migration 0006 is shard 1's
+    history (chain_seq = id).
+    `event_id` deliberately has no foreign key: an audit row must never block, or be cascaded by,
+    changes to events. Rows are never updated or deleted; database triggers reject both (migration 0002).
     """
 
     id = models.BigIntegerField(primary_key=True)
+    chain_shard = models.PositiveSmallIntegerField()
+    chain_seq = models.BigIntegerField()
     action = models.CharField(max_length=64)
     occurred_at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=64, default="system")
@@ -56,6 +64,7 @@ class AuditEntry(models.Model):
         verbose_name_plural = "audit entries"
         constraints = [
             models.UniqueConstraint(fields=["dedup_key"], name="auditentry_unique_dedup_key"),
+            models.UniqueConstraint(fields=["chain_shard", "chain_seq"], name="auditentry_unique_chain_position"),
         ]
         indexes = [
             models.Index(fields=["event_id", "id"], name="auditentry_event"),
@@ -83,16 +92,41 @@ class AuditSubject(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The single row that names the chain's last entry.
+    """The head of one chain shard: its last entry's position and hash. `id` is the shard number (1…N).
 
-    Appends lock it (SELECT … FOR UPDATE), so concurrent workers extend the chain one at a time and
-    never fork it; it also lets verification notice entries removed from the end. It is created by
-    `migrate` and must always exist: a missing head is a broken chain, never a fresh one.
+    An append locks one free head (SELECT … FOR UPDATE SKIP LOCKED), so concurrent transactions
+    extend different shards and never fork one; the head also lets verification notice entries
+    removed from a shard's end. Heads are created by `migrate` (AUDIT_CHAIN_SHARDS of them) and must
+    always exist: a missing head is a broken chain, never a fresh one. The rows are also the record
+    of how many shards the log has: a changed setting only ever adds heads.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    last_id = models.BigIntegerField(default=0)
+    last_seq = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64)
 
     def __str__(self):
-        return f"audit chain head at #{self.last_id}"
+        return f"audit chain shard {self.id} at #{self.last_seq}"
+
+
+class AuditChainAnchor(models.Model):
+    """Every shard head at one moment, keyed and chained: the shards' tails, anchored together.
+
+    Written by the head publisher (beat) and by every successful `verify_audit_chain`. Verification
+    checks that the anchors form an unbroken keyed chain, that no shard ever moves backwards from one
+    anchor to the next, and that every shard still holds the position and hash the newest anchor
+    names: truncating one shard's tail, which its own head could be rewound to hide, is caught.
+    Not an AuditEntry, so entry counts and the audit API do not change. Append-only (migration 0006).
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    heads = models.JSONField()  # {"<shard>": [last_seq, last_hash], …}
+    prev_hash = models.CharField(max_length=64)
+    anchor_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"audit chain anchor #{self.id}"

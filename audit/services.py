@@ -1,13 +1,16 @@
 import hashlib
+import os
 import re
+import threading
 import uuid
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import chain
 from audit.exceptions import AuditChainBroken, AuditError, InvalidAuditActor, UnknownAuditAction
-from audit.models import AuditAction, AuditChainHead, AuditEntry, AuditSubject
+from audit.models import AuditAction, AuditChainAnchor, AuditChainHead, AuditEntry, AuditSubject
 from audit.redaction import audit_data_shape, redact_text
 from config.blind_index import blind_index
 from config.unit_of_work import UnitOfWork
@@ -18,6 +21,12 @@ _ACTOR = re.compile(r"^(?:system|[1-9][0-9]{0,18})$")
 # keys per lookup: SQLite takes at most 32,766 parameters per statement.
 BULK_BATCH_SIZE = 1000
 _KEY_LOOKUP_BATCH_SIZE = 10_000
+# Where entry ids come from on PostgreSQL (migration 0006).
+ID_SEQUENCE = "audit_auditentry_id_seq"
+_ENTRY_COLUMNS = (
+    "id", "chain_shard", "chain_seq", "action", "occurred_at", "actor", "event_id", "data", "dedup_key", "prev_hash",
+    "entry_hash",
+)
 
 
 def _dedup_key_clean(dedup_key: str | None) -> str | None:
@@ -31,46 +40,94 @@ def _dedup_key_clean(dedup_key: str | None) -> str | None:
     return dedup_key
 
 
-def _chain_head_lock() -> AuditChainHead:
-    """Lock the chain head row until the caller's transaction ends.
+def _preferred_shard() -> int:
+    """This process's (and thread's) first-choice shard, so that each appender tends to keep to one.
 
-    The row is created by `migrate` (`audit_chain_head_ensure`), never here: a missing head means the
-    tables were emptied or the head removed, and starting a fresh chain would hide that.
+    Only a starting point: the lock takes the next free head after it when it is busy.
     """
-    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
+    return (os.getpid() * 31 + threading.get_ident()) % max(settings.AUDIT_CHAIN_SHARDS, 1) + 1
+
+
+def _chain_shard_lock() -> AuditChainHead:
+    """Lock one shard's head until the caller's transaction ends: the first free one from this
+    process's preferred shard on (SKIP LOCKED), so concurrent appenders never wait on each other
+    while any head is free; only when every head is taken does it wait, for the preferred one.
+
+    Heads are created by `migrate` (`audit_chain_head_ensure`), never here: no head means the
+    tables were emptied or the heads removed, and starting a fresh chain would hide that.
+    """
+    table = connection.ops.quote_name(AuditChainHead._meta.db_table)
+    # Rows from the preferred shard up, then the ones below it: every head is a candidate, in an
+    # order that differs between processes.
+    order = "ORDER BY (id >= %s) DESC, id LIMIT 1"
+    params = [_preferred_shard()]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order} FOR UPDATE SKIP LOCKED", params)
+            row = cursor.fetchone()
+            if row is None:
+                cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order} FOR UPDATE", params)
+                row = cursor.fetchone()
+        else:
+            # SQLite (make run): the transaction holds the database's write lock (transaction_mode
+            # IMMEDIATE), so there is nothing to lock or skip.
+            cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order}", params)
+            row = cursor.fetchone()
+    if row is None:
         raise AuditChainBroken("the audit chain head row is missing; run verify_audit_chain")
-    return head
+    return AuditChainHead(id=row[0], last_seq=row[1], last_hash=row[2])
+
+
+def _entry_ids_allocate(count: int) -> list[int]:
+    """`count` fresh entry ids: from the sequence on PostgreSQL (gaps allowed), MAX(id) + 1… on SQLite,
+    whose appends hold the database's write lock anyway."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT nextval('{ID_SEQUENCE}') FROM generate_series(1, %s)", [count])
+            return sorted(row[0] for row in cursor.fetchall())
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(AuditEntry._meta.db_table)}")
+        last = cursor.fetchone()[0]
+    return list(range(last + 1, last + 1 + count))
 
 
 def audit_chain_head_ensure(*, using: str = "default") -> bool:
-    """Create the chain head at genesis if the log has never been started; True if created.
+    """Create the missing shard heads at genesis, up to AUDIT_CHAIN_SHARDS; True if any was created.
 
-    Runs after every `migrate` (post_migrate, as the schema owner), so the head exists before the
-    first append and after a test flush. It is not created when entries exist without it: that log
-    is broken and `verify_audit_chain` must say so.
+    Runs after every `migrate` (post_migrate, as the schema owner), so the heads exist before the
+    first append and after a test flush, and a raised AUDIT_CHAIN_SHARDS adds shards. Heads are
+    only ever added past the highest one (a lowered setting removes none: the rows are the record),
+    and none is created when entries exist without any head: that log is broken and
+    `verify_audit_chain` must say so.
     """
     with transaction.atomic(using=using):
-        if AuditChainHead.objects.using(using).filter(pk=1).exists() or AuditEntry.objects.using(using).exists():
+        heads = AuditChainHead.objects.using(using)
+        highest = heads.order_by("-id").values_list("id", flat=True).first()
+        if highest is None and AuditEntry.objects.using(using).exists():
             return False
-        AuditChainHead.objects.using(using).create(pk=1, last_id=0, last_hash=chain.GENESIS_HASH)
-        return True
+        wanted = range((highest or 0) + 1, settings.AUDIT_CHAIN_SHARDS + 1)
+        heads.bulk_create(AuditChainHead(id=shard, last_seq=0, last_hash=chain.GENESIS_HASH) for shard in wanted)
+        return len(wanted) > 0
 
 
-def _entry_insert(entry: AuditEntry) -> bool:
-    """INSERT … ON CONFLICT (dedup_key) DO NOTHING; False when the key was already written."""
+def _entries_insert(entries: list[AuditEntry]) -> set[int]:
+    """INSERT … ON CONFLICT (dedup_key) DO NOTHING RETURNING id, in batches; the ids written."""
     opts = AuditEntry._meta
     quote = connection.ops.quote_name
-    fields = [opts.get_field(name) for name in ("id", "action", "occurred_at", "actor", "event_id", "data", "dedup_key", "prev_hash", "entry_hash")]
-    sql = (
-        f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))}) "
-        f"ON CONFLICT ({quote('dedup_key')}) DO NOTHING RETURNING {quote('id')}"
-    )
-    params = [field.get_db_prep_save(getattr(entry, field.attname), connection) for field in fields]
+    fields = [opts.get_field(name) for name in _ENTRY_COLUMNS]
+    row = f"({', '.join(['%s'] * len(fields))})"
+    inserted: set[int] = set()
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() is not None
+        for start in range(0, len(entries), BULK_BATCH_SIZE):
+            batch = entries[start : start + BULK_BATCH_SIZE]
+            sql = (
+                f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+                f"VALUES {', '.join([row] * len(batch))} "
+                f"ON CONFLICT ({quote('dedup_key')}) DO NOTHING RETURNING {quote('id')}"
+            )
+            params = [field.get_db_prep_save(getattr(entry, field.attname), connection) for entry in batch for field in fields]
+            cursor.execute(sql, params)
+            inserted.update(r[0] for r in cursor.fetchall())
+    return inserted
 
 
 def _subject_pairs(subjects: dict | None) -> list[tuple[str, str]]:
@@ -120,11 +177,19 @@ def _entry_prepare(
 
 
 def _entry_chain(
-    *, id: int, prev_hash: str, action, actor, event_id, data, subject_pairs, dedup_key, key: bytes | None = None
+    *, id: int, shard: int, seq: int, prev_hash: str, action, actor, event_id, data, subject_pairs, dedup_key,
+    key: bytes | None = None,
 ) -> AuditEntry:
-    """The unsaved entry at position `id`, hashed onto `prev_hash` under the chain key."""
+    """The unsaved entry `id` at position `seq` of `shard`, hashed onto `prev_hash` under the chain key.
+
+    The hashed content is what it always was (id included, not the position): entries written before
+    the chain was sharded keep verifying, and the position is bound by `prev_hash`, which names the
+    entry before it in its shard.
+    """
     entry = AuditEntry(
         id=id,
+        chain_shard=shard,
+        chain_seq=seq,
         action=action,
         occurred_at=timezone.now(),
         actor=actor,
@@ -191,63 +256,110 @@ def audit_entries_append(*, entries: list[dict]) -> list[AuditEntry]:
     return _entries_append_chained(prepared)
 
 
-# No savepoint: inside the caller's transaction an audit failure fails the caller's work anyway,
-# and SAVEPOINT/RELEASE would be two more round trips while the chain is locked. Validation runs
-# before this, so a refused entry does not spoil the caller's transaction.
 @transaction.atomic(savepoint=False)
 def _entry_append_chained(*, action, actor, event_id, data, subject_pairs, dedup_key) -> AuditEntry | None:
-    # Fast path for redeliveries: skip the chain lock when the entry is already committed. The
+    # Fast path for redeliveries: skip the shard lock when the entry is already committed. The
     # unique constraint, not this read, is what guarantees a single entry.
     if dedup_key is not None and AuditEntry.objects.filter(dedup_key=dedup_key).exists():
         return None
-
-    head = _chain_head_lock()
-    entry = _entry_chain(
-        id=head.last_id + 1, prev_hash=head.last_hash, action=action, actor=actor, event_id=event_id,
-        data=data, subject_pairs=subject_pairs, dedup_key=dedup_key,
-    )
-    if not _entry_insert(entry):
-        return None
-    entry._state.adding = False
-    if subject_pairs:
-        AuditSubject.objects.bulk_create(AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash) for kind, value_hash in subject_pairs)
-    AuditChainHead.objects.filter(pk=1).update(last_id=entry.id, last_hash=entry.entry_hash)
-    return entry
+    written = _entries_append_chained([{
+        "action": action, "actor": actor, "event_id": event_id, "data": data, "subject_pairs": subject_pairs,
+        "dedup_key": dedup_key,
+    }])
+    return written[0] if written else None
 
 
-# No savepoint, as above: the caller's transaction is the unit.
+# No savepoint around the whole append: inside the caller's transaction an audit failure fails the
+# caller's work anyway. Validation runs before this, so a refused entry does not spoil it.
 @transaction.atomic(savepoint=False)
 def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
-    # Lock first, then read the keys: every earlier appender has committed or rolled back once we
-    # hold the lock, so (under READ COMMITTED) this read sees every key that can conflict and the
-    # INSERTs below never hit the unique constraint. A conflict there would be a bug, and raises.
-    head = _chain_head_lock()
+    """Write `prepared` (validated entries) to ONE shard, in order, skipping dedup keys already written.
+
+    Lock a free shard head, read which dedup keys are already committed, chain the rest onto the
+    head and INSERT them with ON CONFLICT (dedup_key) DO NOTHING. Another shard's appender may be
+    writing the same key at the same moment (the read above cannot see it before it commits): its
+    INSERT then waits for that transaction, and if it committed the row is skipped. A skipped row
+    would leave a hole in this shard's chain, so in that case the INSERT is rolled back to a
+    savepoint and the batch chained again without the keys now written. Exactly once comes from the
+    unique constraint; the chain never holds a gap.
+    """
+    head = _chain_shard_lock()
     keys = sorted({item["dedup_key"] for item in prepared if item["dedup_key"] is not None})
     seen: set[str] = set()
     for start in range(0, len(keys), _KEY_LOOKUP_BATCH_SIZE):
         chunk = keys[start : start + _KEY_LOOKUP_BATCH_SIZE]
         seen.update(AuditEntry.objects.filter(dedup_key__in=chunk).values_list("dedup_key", flat=True))
 
-    written: list[AuditEntry] = []
-    subjects: list[AuditSubject] = []
-    last_id, last_hash = head.last_id, head.last_hash
     key = chain.chain_key()
-    for item in prepared:
-        dedup_key = item["dedup_key"]
-        if dedup_key is not None:
-            if dedup_key in seen:
-                continue
-            seen.add(dedup_key)
-        entry = _entry_chain(id=last_id + 1, prev_hash=last_hash, key=key, **item)
-        written.append(entry)
-        subjects.extend(AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash) for kind, value_hash in item["subject_pairs"])
-        last_id, last_hash = entry.id, entry.entry_hash
-    if not written:
-        return []
+    savepoint = connection.vendor == "postgresql"  # SQLite: one writer at a time, no concurrent key
+    while True:
+        todo: list[dict] = []
+        batch_keys = set(seen)
+        for item in prepared:
+            dedup_key = item["dedup_key"]
+            if dedup_key is not None:
+                if dedup_key in batch_keys:
+                    continue
+                batch_keys.add(dedup_key)
+            todo.append(item)
+        if not todo:
+            return []
+        ids = _entry_ids_allocate(len(todo))
+        written: list[AuditEntry] = []
+        seq, last_hash = head.last_seq, head.last_hash
+        for entry_id, item in zip(ids, todo):
+            seq += 1
+            entry = _entry_chain(id=entry_id, shard=head.id, seq=seq, prev_hash=last_hash, key=key, **item)
+            written.append(entry)
+            last_hash = entry.entry_hash
+        if savepoint:
+            with connection.cursor() as cursor:
+                cursor.execute("SAVEPOINT audit_entries_insert")
+        inserted = _entries_insert(written)
+        if len(inserted) == len(written):
+            break
+        # A concurrent appender committed some of these keys meanwhile: forget this attempt (its ids
+        # stay unused: the sequence allows gaps, the shard does not) and chain the batch again.
+        with connection.cursor() as cursor:
+            cursor.execute("ROLLBACK TO SAVEPOINT audit_entries_insert")
+        seen.update(entry.dedup_key for entry in written if entry.id not in inserted and entry.dedup_key is not None)
 
-    AuditEntry.objects.bulk_create(written, batch_size=BULK_BATCH_SIZE)
+    subjects = [
+        AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash)
+        for entry, item in zip(written, todo)
+        for kind, value_hash in item["subject_pairs"]
+    ]
+    for entry in written:
+        entry._state.adding = False
     if subjects:
         AuditSubject.objects.bulk_create(subjects, batch_size=BULK_BATCH_SIZE)
-    # One move over the whole batch; the head trigger (migration 0003) checks the links it skips.
-    AuditChainHead.objects.filter(pk=1).update(last_id=last_id, last_hash=last_hash)
+    # One move over the whole batch; the head trigger (migration 0006) checks the links it skips.
+    AuditChainHead.objects.filter(pk=head.id).update(last_seq=seq, last_hash=last_hash)
     return written
+
+
+def _heads_read() -> dict[int, tuple[int, str]]:
+    return {shard: (seq, last_hash) for shard, seq, last_hash in AuditChainHead.objects.values_list("id", "last_seq", "last_hash")}
+
+
+@transaction.atomic
+def audit_chain_anchor_write() -> AuditChainAnchor:
+    """Record every shard head, keyed and chained onto the previous anchor (docs/audit.md).
+
+    The heads are read as committed, each naming an entry that exists; writers of anchors take
+    turns (an advisory lock on PostgreSQL, the write lock on SQLite), so anchor ids stay gapless.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('audit_chain_anchor_write'))")
+    last = AuditChainAnchor.objects.order_by("-id").values_list("id", "anchor_hash").first()
+    last_id, prev_hash = last if last else (0, chain.GENESIS_HASH)
+    heads = _heads_read()
+    anchor = AuditChainAnchor(
+        id=last_id + 1, created_at=timezone.now(), prev_hash=prev_hash,
+        heads={str(shard): [seq, last_hash] for shard, (seq, last_hash) in sorted(heads.items())},
+    )
+    content = chain.anchor_content(id=anchor.id, created_at=anchor.created_at, heads=heads)
+    anchor.anchor_hash = chain.entry_hash(prev_hash, content)
+    anchor.save(force_insert=True)
+    return anchor

@@ -173,6 +173,9 @@ BLIND_INDEX_PREVIOUS_KEYS = env.list("BLIND_INDEX_PREVIOUS_KEYS", default=[])
 AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY")
 # The chain head (id, hash, count) is logged this often, so a later rewrite can be proven against it.
 AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS = env.float("AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS", default=300.0)
+# Independent chains (shards) the audit log appends to, so concurrent transactions do not wait on one
+# lock. `migrate` creates the missing heads; a smaller number later never removes any (docs/audit.md).
+AUDIT_CHAIN_SHARDS = env.int("AUDIT_CHAIN_SHARDS", default=16)
 # The role web, worker and beat connect as: migrations leave it only SELECT/INSERT on the audit log.
 DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="payhook_app")
 

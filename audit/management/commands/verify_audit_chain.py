@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.exceptions import AuditChainBroken
 from audit.selectors import audit_chain_verify
+from audit.services import audit_chain_anchor_write
 
 _EXPECT_HEAD = re.compile(r"^(0|[1-9][0-9]{0,18}):([0-9a-f]{64})$")
 
@@ -29,4 +30,6 @@ class Command(BaseCommand):
             count, head_id, head_hash = audit_chain_verify(chunk_size=chunk_size, expect_head=expected)
         except AuditChainBroken as exc:
             raise CommandError(exc.message) from None
+        # A verified log is a good moment to anchor the shard heads: a later cut below them fails.
+        audit_chain_anchor_write()
         self.stdout.write(f"OK {count} entries, head {head_id}:{head_hash}")
