@@ -48,10 +48,14 @@ def _preferred_shard() -> int:
     return (os.getpid() * 31 + threading.get_ident()) % max(settings.AUDIT_CHAIN_SHARDS, 1) + 1
 
 
-def _chain_shard_lock() -> AuditChainHead:
-    """Lock one shard's head until the caller's transaction ends: the first free one from this
-    process's preferred shard on (SKIP LOCKED), so concurrent appenders never wait on each other
-    while any head is free; only when every head is taken does it wait, for the preferred one.
+def _chain_shard_lock(*, ids: int) -> tuple[AuditChainHead, list[int]]:
+    """Lock one shard's head until the caller's transaction ends, and take `ids` fresh entry ids.
+
+    The head is the first free one from this process's preferred shard on (SKIP LOCKED), so
+    concurrent appenders never wait on each other while any head is free; only when every head is
+    taken does it wait, for the preferred one. The ids come in the same round trip: from the
+    sequence on PostgreSQL (gaps allowed: a rolled-back or unneeded id is never reused), MAX(id) + 1…
+    on SQLite, whose appends hold the database's write lock anyway.
 
     Heads are created by `migrate` (`audit_chain_head_ensure`), never here: no head means the
     tables were emptied or the heads removed, and starting a fresh chain would hide that.
@@ -60,34 +64,30 @@ def _chain_shard_lock() -> AuditChainHead:
     # Rows from the preferred shard up, then the ones below it: every head is a candidate, in an
     # order that differs between processes.
     order = "ORDER BY (id >= %s) DESC, id LIMIT 1"
-    params = [_preferred_shard()]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order} FOR UPDATE SKIP LOCKED", params)
+            select = (
+                f"SELECT id, last_seq, last_hash, ARRAY(SELECT nextval('{ID_SEQUENCE}') FROM generate_series(1, %s)) "
+                f"FROM {table} {order}"
+            )
+            params = [ids, _preferred_shard()]
+            cursor.execute(f"{select} FOR UPDATE SKIP LOCKED", params)
             row = cursor.fetchone()
             if row is None:
-                cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order} FOR UPDATE", params)
+                cursor.execute(f"{select} FOR UPDATE", params)
                 row = cursor.fetchone()
         else:
             # SQLite (make run): the transaction holds the database's write lock (transaction_mode
             # IMMEDIATE), so there is nothing to lock or skip.
-            cursor.execute(f"SELECT id, last_seq, last_hash FROM {table} {order}", params)
+            entries = connection.ops.quote_name(AuditEntry._meta.db_table)
+            cursor.execute(f"SELECT id, last_seq, last_hash, (SELECT COALESCE(MAX(id), 0) FROM {entries}) FROM {table} {order}",
+                           [_preferred_shard()])
             row = cursor.fetchone()
+            if row is not None:
+                row = (*row[:3], list(range(row[3] + 1, row[3] + 1 + ids)))
     if row is None:
         raise AuditChainBroken("the audit chain head row is missing; run verify_audit_chain")
-    return AuditChainHead(id=row[0], last_seq=row[1], last_hash=row[2])
-
-
-def _entry_ids_allocate(count: int) -> list[int]:
-    """`count` fresh entry ids: from the sequence on PostgreSQL (gaps allowed), MAX(id) + 1… on SQLite,
-    whose appends hold the database's write lock anyway."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT nextval('{ID_SEQUENCE}') FROM generate_series(1, %s)", [count])
-            return sorted(row[0] for row in cursor.fetchall())
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(AuditEntry._meta.db_table)}")
-        last = cursor.fetchone()[0]
-    return list(range(last + 1, last + 1 + count))
+    return AuditChainHead(id=row[0], last_seq=row[1], last_hash=row[2]), sorted(row[3])
 
 
 def audit_chain_head_ensure(*, using: str = "default") -> bool:
@@ -283,7 +283,7 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
     savepoint and the batch chained again without the keys now written. Exactly once comes from the
     unique constraint; the chain never holds a gap.
     """
-    head = _chain_shard_lock()
+    head, ids = _chain_shard_lock(ids=len(prepared))
     keys = sorted({item["dedup_key"] for item in prepared if item["dedup_key"] is not None})
     seen: set[str] = set()
     for start in range(0, len(keys), _KEY_LOOKUP_BATCH_SIZE):
@@ -304,7 +304,6 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
             todo.append(item)
         if not todo:
             return []
-        ids = _entry_ids_allocate(len(todo))
         written: list[AuditEntry] = []
         seq, last_hash = head.last_seq, head.last_hash
         for entry_id, item in zip(ids, todo):
@@ -312,14 +311,14 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
             entry = _entry_chain(id=entry_id, shard=head.id, seq=seq, prev_hash=last_hash, key=key, **item)
             written.append(entry)
             last_hash = entry.entry_hash
-        if savepoint:
+        if savepoint and any(item["dedup_key"] is not None for item in todo):
             with connection.cursor() as cursor:
                 cursor.execute("SAVEPOINT audit_entries_insert")
         inserted = _entries_insert(written)
         if len(inserted) == len(written):
             break
-        # A concurrent appender committed some of these keys meanwhile: forget this attempt (its ids
-        # stay unused: the sequence allows gaps, the shard does not) and chain the batch again.
+        # A concurrent appender committed some of these keys meanwhile: forget this attempt and chain
+        # the rest again (on the same ids: none of them was committed).
         with connection.cursor() as cursor:
             cursor.execute("ROLLBACK TO SAVEPOINT audit_entries_insert")
         seen.update(entry.dedup_key for entry in written if entry.id not in inserted and entry.dedup_key is not None)

@@ -50,3 +50,16 @@ def _audit_entry_ids_from_one(request):
 
     with connection.cursor() as cursor:
         cursor.execute("ALTER SEQUENCE audit_auditentry_id_seq RESTART WITH 1")
+
+
+def used_head():
+    """The head of the shard a single-process test appends to: every append of one process goes to
+    its preferred shard while no other transaction holds it. The busiest head; any head if none is used."""
+    from audit.models import AuditChainHead
+
+    return AuditChainHead.objects.order_by("-last_seq", "id").first()
+
+
+def used_head_position() -> tuple[int, str]:
+    head = used_head()
+    return head.last_seq, head.last_hash

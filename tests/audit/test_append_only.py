@@ -3,6 +3,7 @@ from django.db import DatabaseError, connection, transaction
 
 from audit.models import AuditChainHead, AuditEntry, AuditSubject
 from audit.services import audit_entry_append
+from tests.audit.conftest import used_head
 
 
 def _execute(sql: str, params=()):
@@ -39,13 +40,19 @@ class TestAppendOnlyAtTheDatabase:
                 AuditSubject.objects.filter(entry=entry).update(value_hash="0" * 64)
 
     def test_the_chain_head_only_advances_to_the_next_entry(self, entry):
+        shard = entry.chain_shard
+        first = AuditEntry.objects.get(pk=1)
         with pytest.raises(DatabaseError, match="advance"):
-            _execute("UPDATE audit_auditchainhead SET last_id = 1, last_hash = %s", [AuditEntry.objects.get(pk=1).entry_hash])
+            _execute("UPDATE audit_auditchainhead SET last_seq = 1, last_hash = %s WHERE id = %s", [first.entry_hash, shard])
         with pytest.raises(DatabaseError, match="advance"):
-            _execute("UPDATE audit_auditchainhead SET last_id = 3, last_hash = 'forged'")
+            _execute("UPDATE audit_auditchainhead SET last_seq = 3, last_hash = 'forged' WHERE id = %s", [shard])
+        # Another shard's head cannot take this shard's entries either.
+        other = AuditChainHead.objects.exclude(pk=shard).values_list("id", flat=True).first()
+        with pytest.raises(DatabaseError, match="advance"):
+            _execute("UPDATE audit_auditchainhead SET last_seq = 1, last_hash = %s WHERE id = %s", [first.entry_hash, other])
         with pytest.raises(DatabaseError):
             _execute("DELETE FROM audit_auditchainhead")
-        assert AuditChainHead.objects.get().last_id == 2
+        assert used_head().last_seq == 2 and used_head().id == shard
 
 
 @pytest.mark.django_db(transaction=True)
@@ -57,5 +64,5 @@ class TestTransactionalTestsStillFlush:
     @pytest.mark.parametrize("run", [1, 2])
     def test_each_run_starts_a_fresh_chain(self, run):
         assert not AuditEntry.objects.exists()
-        assert AuditChainHead.objects.values_list("last_id", flat=True).get() == 0
-        assert audit_entry_append(action="webhook.received", subjects={"user": "1"}).id == 1
+        assert not AuditChainHead.objects.filter(last_seq__gt=0).exists()
+        assert audit_entry_append(action="webhook.received", subjects={"user": "1"}).chain_seq == 1

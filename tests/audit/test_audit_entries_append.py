@@ -12,9 +12,10 @@ from django.test.utils import CaptureQueriesContext
 
 from audit import chain
 from audit.exceptions import AuditError, InvalidAuditActor, UnknownAuditAction, UnknownSubjectKind
-from audit.models import AuditChainHead, AuditEntry, AuditSubject
+from audit.models import AuditEntry, AuditSubject
 from audit.selectors import audit_chain_verify
 from audit.services import BULK_BATCH_SIZE, audit_entries_append, audit_entry_append
+from tests.audit.conftest import used_head, used_head_position
 from tests.audit.pii import assert_no_pii, audit_table_texts
 
 EVENT = uuid.UUID("01a2f3c4-0000-7000-8000-000000000001")
@@ -63,7 +64,7 @@ def _log_snapshot() -> dict:
             )
         ),
         "subjects": list(AuditSubject.objects.order_by("id").values_list("entry_id", "kind", "value_hash")),
-        "head": AuditChainHead.objects.values_list("last_id", "last_hash").first(),
+        "head": used_head_position(),
     }
 
 
@@ -74,6 +75,8 @@ class _Rollback(Exception):
 def _written_then_rolled_back(write) -> dict:
     """What `write()` leaves in the log, seen before rolling it back: each run starts from the same chain."""
     snapshot = {}
+    with connection.cursor() as cursor:  # ids come from a sequence, which a rollback does not reset
+        cursor.execute("SELECT setval('audit_auditentry_id_seq', (SELECT MAX(id) FROM audit_auditentry))")
     with pytest.raises(_Rollback):
         with transaction.atomic():
             write()
@@ -135,7 +138,7 @@ class TestAuditEntriesAppend:
     def test_a_batch_of_repeats_only_writes_nothing_and_leaves_the_head(self):
         first = audit_entry_append(action="dlq.resolved", dedup_key="resolve:1")
         assert audit_entries_append(entries=[{"action": "dlq.resolved", "dedup_key": "resolve:1"}] * 3) == []
-        assert AuditChainHead.objects.values_list("last_id", "last_hash").get() == (1, first.entry_hash)
+        assert used_head_position() == (1, first.entry_hash)
 
     def test_an_empty_batch_touches_nothing(self, django_assert_num_queries):
         with django_assert_num_queries(0):
@@ -164,7 +167,7 @@ class TestAuditEntriesAppend:
                 audit_entries_append(entries=[*entries, bad, *entries])
             assert [entry.id for entry in audit_entries_append(entries=entries)] == [2, 3, 4, 5, 6]
         assert AuditEntry.objects.count() == 6
-        assert AuditChainHead.objects.get().last_id == 6 and audit_chain_verify()[0] == 6
+        assert used_head().last_seq == 6 and audit_chain_verify()[0] == 6
         assert before.id == 1
 
     def test_it_rolls_back_with_the_callers_transaction(self):
@@ -173,7 +176,9 @@ class TestAuditEntriesAppend:
             with transaction.atomic():
                 audit_entries_append(entries=[{"action": "dlq.replayed", "dedup_key": "replay:9"}] * 2)
                 raise RuntimeError("effect failed")
-        assert audit_entries_append(entries=[{"action": "dlq.replayed", "dedup_key": "replay:9"}])[0].id == 2
+        again = audit_entries_append(entries=[{"action": "dlq.replayed", "dedup_key": "replay:9"}])[0]
+        # No gap in the chain: the rolled-back entry never took a place in its shard (its id is spent).
+        assert (again.chain_seq, again.id) == (2, 4)
         assert audit_chain_verify()[0] == 2
 
     def test_single_and_bulk_appends_interleaved_keep_one_valid_chain(self):
@@ -183,7 +188,7 @@ class TestAuditEntriesAppend:
         audit_entry_append(action="dlq.replayed", dedup_key="r:3")
         audit_entries_append(entries=[{"action": "dlq.replayed", "dedup_key": f"r:{n}"} for n in range(6)])
         audit_entry_append(action="entitlement.granted", actor=3)
-        assert list(AuditEntry.objects.order_by("id").values_list("id", flat=True)) == list(range(1, 9))
+        assert list(AuditEntry.objects.order_by("id").values_list("chain_seq", flat=True)) == list(range(1, 9))
         assert audit_chain_verify()[0] == 8
 
     def test_the_statement_count_does_not_grow_with_the_batch(self):
@@ -204,37 +209,41 @@ class TestAuditEntriesAppend:
             per_insert = min(BULK_BATCH_SIZE, connection.ops.bulk_batch_size(range(columns), range(BULK_BATCH_SIZE)))
             return math.ceil(rows / per_insert)
 
-        # Lock the head, read the keys, move the head; and the INSERTs: entries have 9 columns, and
-        # each has two subjects of 3 columns.
+        # Lock a shard head (and take the ids), read the keys, a savepoint (PostgreSQL: a concurrent
+        # appender in another shard may write one of the keys), move the head; and the INSERTs: entries
+        # go BULK_BATCH_SIZE rows per statement, and each has two subjects of 3 columns.
+        savepoint = 1 if connection.vendor == "postgresql" else 0
         for count in (1, BULK_BATCH_SIZE // 2, 3 * BULK_BATCH_SIZE):
-            assert statements(count, f"n{count}") == 3 + inserts(count, 9) + inserts(2 * count, 3)
+            assert statements(count, f"n{count}") == 3 + savepoint + math.ceil(count / BULK_BATCH_SIZE) + inserts(2 * count, 3)
         if connection.vendor == "postgresql":
-            assert statements(1, "one") == statements(BULK_BATCH_SIZE // 2, "half") == 5
+            assert statements(1, "one") == statements(BULK_BATCH_SIZE // 2, "half") == 6
         assert audit_chain_verify()[0] == AuditEntry.objects.count()
 
 
-def _head_move(last_id: int, last_hash: str) -> None:
+def _head_move(last_seq: int, last_hash: str) -> None:
+    """Move the head of the shard the test appended to (the only one with entries)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("UPDATE audit_auditchainhead SET last_id = %s, last_hash = %s", [last_id, last_hash])
+        cursor.execute("UPDATE audit_auditchainhead SET last_seq = %s, last_hash = %s WHERE id = %s", [last_seq, last_hash, used_head().id])
 
 
-def _entry_insert_raw(entry_id: int, prev_hash: str, entry_hash: str) -> None:
+def _entry_insert_raw(seq: int, prev_hash: str, entry_hash: str) -> None:
+    """An entry at position `seq` of that shard (id = seq, as the test's appends from id 1 are)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO audit_auditentry (id, action, occurred_at, actor, data, prev_hash, entry_hash) "
-            "VALUES (%s, 'webhook.received', %s, 'system', '{}', %s, %s)",
-            [entry_id, datetime.now(UTC), prev_hash, entry_hash],
+            "INSERT INTO audit_auditentry (id, chain_shard, chain_seq, action, occurred_at, actor, data, prev_hash, entry_hash) "
+            "VALUES (%s, %s, %s, 'webhook.received', %s, 'system', '{}', %s, %s)",
+            [seq, used_head().id, seq, datetime.now(UTC), prev_hash, entry_hash],
         )
 
 
 @pytest.mark.django_db
 class TestTheChainHeadMovesOnlyAlongTheChain:
-    """Migration 0003: the head may jump forward over many entries, only along intact links."""
+    """Migrations 0003/0006: a shard head may jump forward over many entries, only along intact links."""
 
     @pytest.fixture
     def head(self, db):
         audit_entries_append(entries=[{"action": "webhook.received", "data": {"n": n}} for n in range(3)])
-        return AuditChainHead.objects.get()
+        return used_head()
 
     def test_it_refuses_to_move_back_sideways_or_to_a_forged_hash(self, head):
         first = AuditEntry.objects.get(pk=1)
@@ -253,7 +262,7 @@ class TestTheChainHeadMovesOnlyAlongTheChain:
         with pytest.raises(DatabaseError, match="advance"):
             _head_move(5, "b" * 64)
         _head_move(4, "c" * 64)  # the one intact step is still allowed
-        assert AuditChainHead.objects.get().last_id == 4
+        assert used_head().last_seq == 4
 
     def test_it_refuses_a_next_entry_that_does_not_link_to_the_head(self, head):
         _entry_insert_raw(4, "d" * 64, "e" * 64)
@@ -264,7 +273,7 @@ class TestTheChainHeadMovesOnlyAlongTheChain:
         _entry_insert_raw(4, head.last_hash, "f" * 64)
         _entry_insert_raw(5, "f" * 64, "9" * 64)
         _head_move(5, "9" * 64)
-        assert AuditChainHead.objects.get().last_id == 5
+        assert used_head().last_seq == 5
 
 
 def _in_thread(barrier, results, errors, append, **kwargs):

@@ -6,10 +6,11 @@ from django.db import connection, connections
 
 from audit import chain
 from audit.exceptions import AuditError, InvalidAuditActor, UnknownAuditAction, UnknownSubjectKind
-from audit.models import AuditChainHead, AuditEntry, AuditSubject
+from audit.models import AuditEntry, AuditSubject
 from audit.selectors import audit_chain_verify
 from audit.services import audit_entry_append
 from config.blind_index import blind_index
+from tests.audit.conftest import used_head, used_head_position
 from tests.audit.pii import assert_no_pii, audit_table_texts
 
 
@@ -21,8 +22,8 @@ class TestAuditEntryAppend:
         assert (first.id, second.id) == (1, 2)
         assert first.prev_hash == chain.GENESIS_HASH
         assert second.prev_hash == first.entry_hash != second.entry_hash
-        head = AuditChainHead.objects.get()
-        assert (head.last_id, head.last_hash) == (2, second.entry_hash)
+        head = used_head()
+        assert (head.last_seq, head.last_hash) == (2, second.entry_hash)
         assert audit_chain_verify() == (2, 2, second.entry_hash)
 
     def test_it_stores_only_the_actions_allowed_keys_of_their_kind(self):
@@ -54,7 +55,7 @@ class TestAuditEntryAppend:
         again = audit_entry_append(action="entitlement.granted", dedup_key="grant:evt_1:pro", data={"n": 2}, subjects={"user": "1"})
         assert first is not None and again is None
         assert AuditEntry.objects.count() == 1 and AuditSubject.objects.count() == 0
-        assert AuditChainHead.objects.get().last_id == 1
+        assert used_head().last_seq == 1
 
     def test_the_unique_constraint_holds_when_the_fast_path_is_missed(self, monkeypatch):
         # Simulates a concurrent append whose row the fast-path read could not see yet.
@@ -116,7 +117,8 @@ class TestAuditEntryAppend:
                 audit_entry_append(action="entitlement.granted")
                 raise RuntimeError("effect failed")
         third = audit_entry_append(action="entitlement.revoked")
-        assert third.id == 2  # no gap: the rolled-back entry never took a place in the chain
+        # No gap in the chain: the rolled-back entry never took a place in its shard (its id is spent).
+        assert (third.chain_seq, third.id) == (2, 3)
         assert audit_chain_verify()[0] == 2
 
 
@@ -165,7 +167,7 @@ class TestConcurrentAppends:
 
     def test_the_first_appends_race_from_the_genesis_head(self):
         # Flushed by TRUNCATE, as every transactional test, then recreated at genesis by post_migrate.
-        assert AuditChainHead.objects.values_list("last_id", "last_hash").get() == (0, chain.GENESIS_HASH)
+        assert used_head_position() == (0, chain.GENESIS_HASH)
         barrier, results, errors = threading.Barrier(4), [], []
         threads = [
             threading.Thread(target=_append_in_thread, args=(barrier, results, errors), kwargs={"action": "webhook.received"})

@@ -3,11 +3,9 @@ recomputed; with it, a rewrite is still caught against a head published earlier 
 
 import hashlib
 import hmac
-import importlib
 import logging
 
 import pytest
-from django.apps import apps as django_apps
 from django.conf import settings
 from django.core.management import CommandError
 from django.db import DatabaseError, connection, transaction
@@ -15,13 +13,12 @@ from django.utils import timezone
 
 from audit import chain
 from audit.exceptions import AuditChainBroken, UnknownAuditAction
-from audit.models import AuditChainHead, AuditEntry
+from audit.models import AuditChainAnchor, AuditChainHead, AuditEntry
 from audit.selectors import _expected_head_check
 from audit.services import audit_entries_append, audit_entry_append
 from audit.tasks import audit_chain_head_publish
+from tests.audit.conftest import used_head
 from tests.audit.test_verify_audit_chain import _tamper, _verify
-
-seal_migration = importlib.import_module("audit.migrations.0004_keyed_chain_no_truncate_app_grants")
 
 
 def _sha256(prev_hash: str, content: str) -> str:
@@ -46,8 +43,12 @@ def _rechain(*, from_id: int, hasher, head: bool = True) -> None:
         new_hash = hasher(prev, content)
         _tamper("UPDATE audit_auditentry SET prev_hash = %s, entry_hash = %s WHERE id = %s", [prev, new_hash, entry.id])
         prev, last_id = new_hash, entry.id
-    if head:
-        _tamper("UPDATE audit_auditchainhead SET last_id = %s, last_hash = %s", [last_id, prev])
+    if head:  # these tests append to one shard, from id 1: seq = id
+        _tamper("UPDATE audit_auditchainhead SET last_seq = %s, last_hash = %s WHERE id = %s", [last_id, prev, _shard()])
+
+
+def _shard() -> int:
+    return AuditEntry.objects.values_list("chain_shard", flat=True).get(pk=1)
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ class TestTruncatedOrCutShort:
     def test_an_emptied_log_under_its_head_fails(self, chain_of_five):
         _tamper("DELETE FROM audit_auditsubject")
         _tamper("DELETE FROM audit_auditentry")
-        with pytest.raises(CommandError, match=r"^audit entry 5: entries after 0 were removed"):
+        with pytest.raises(CommandError, match=r"^audit chain shard \d+: entries after #0 were removed"):
             _verify()
 
     def test_appends_refuse_to_start_a_new_chain_without_the_head(self, chain_of_five):
@@ -145,7 +146,7 @@ class TestTruncatedOrCutShort:
     def test_the_last_entries_deleted_under_the_head_are_detected(self, chain_of_five):
         _tamper("DELETE FROM audit_auditsubject WHERE entry_id > 3")
         _tamper("DELETE FROM audit_auditentry WHERE id > 3")
-        with pytest.raises(CommandError, match=r"^audit entry 5: entries after 3 were removed"):
+        with pytest.raises(CommandError, match=r"^audit chain shard \d+: entries after #3 were removed"):
             _verify()
 
     def test_the_last_entries_deleted_and_the_head_fixed_with_plain_sha256_are_detected(self, chain_of_five):
@@ -160,7 +161,7 @@ class TestTruncatedOrCutShort:
         published = f"5:{chain_of_five[5]}"
         _tamper("DELETE FROM audit_auditsubject WHERE entry_id > 3")
         _tamper("DELETE FROM audit_auditentry WHERE id > 3")
-        _tamper("UPDATE audit_auditchainhead SET last_id = 3, last_hash = %s", [chain_of_five[3]])
+        _tamper("UPDATE audit_auditchainhead SET last_seq = 3, last_hash = %s WHERE id = %s", [chain_of_five[3], _shard()])
         # A consistent shorter log: only a head published earlier can tell.
         assert _verify().splitlines()[-1] == f"OK 3 entries, head 3:{chain_of_five[3]}"
         with pytest.raises(CommandError, match=r"^audit entry 5: the expected head is no longer in the log \(cut short\)$"):
@@ -182,14 +183,14 @@ class TestTruncatedOrCutShort:
                 with transaction.atomic(), connection.cursor() as cursor:
                     cursor.execute("SET LOCAL ROLE audit_truncate_probe")
                     cursor.execute(sql)
-        assert AuditEntry.objects.count() == 5 and AuditChainHead.objects.get().last_id == 5
+        assert AuditEntry.objects.count() == 5 and used_head().last_seq == 5
 
 
 @pytest.mark.django_db
 class TestExpectHead:
     def test_the_published_head_holding_passes_with_the_ok_line_last(self, chain_of_five):
         audit_entry_append(action="webhook.received")
-        head = AuditChainHead.objects.get()
+        head = used_head()
         out = _verify(expect_head=f"3:{chain_of_five[3]}")
         assert out.splitlines()[-1] == f"OK 6 entries, head 6:{head.last_hash}"
 
@@ -232,20 +233,35 @@ def _legacy_log(n: int) -> dict[int, str]:
         content = chain.entry_content(id=entry_id, action="webhook.received", occurred_at=occurred_at, actor="system",
                                       event_id=None, data=data, dedup_key=None, subjects=[])
         entry_hash = _sha256(prev, content)
-        AuditEntry.objects.create(id=entry_id, action="webhook.received", occurred_at=occurred_at, data=data,
-                                  prev_hash=prev, entry_hash=entry_hash)
-        AuditChainHead.objects.filter(pk=1).update(last_id=entry_id, last_hash=entry_hash)
+        # All of a log from before the sharding is shard 1's history, chain_seq = id (migration 0006).
+        AuditEntry.objects.create(id=entry_id, chain_shard=1, chain_seq=entry_id, action="webhook.received",
+                                  occurred_at=occurred_at, data=data, prev_hash=prev, entry_hash=entry_hash)
+        AuditChainHead.objects.filter(pk=1).update(last_seq=entry_id, last_hash=entry_hash)
         prev, hashes[entry_id] = entry_hash, entry_hash
     return hashes
 
 
 @pytest.mark.django_db
 class TestSealOfAnUnkeyedLog:
-    """Migration 0004 seals a log written before the chain was keyed with one keyed entry."""
+    """Migration 0004 sealed a log written before the chain was keyed with one keyed entry; since
+    migration 0006 such a log is shard 1's history. 0004's own function runs against the schema of its
+    time (`last_id`), so the seal is written here as it wrote it, in shard 1."""
 
     def _seal(self):
-        with connection.schema_editor() as editor:
-            seal_migration.chain_seal(django_apps, editor)
+        head = AuditChainHead.objects.get(pk=1)
+        data = {"scheme": "hmac-sha256", "unkeyed_through": head.last_seq}
+        entry = AuditEntry(
+            id=head.last_seq + 1, chain_shard=1, chain_seq=head.last_seq + 1, action=chain.CHAIN_KEYED_ACTION,
+            occurred_at=timezone.now(), actor="system", event_id=None, data=data, dedup_key=chain.CHAIN_KEYED_ACTION,
+            prev_hash=head.last_hash,
+        )
+        content = chain.entry_content(id=entry.id, action=entry.action, occurred_at=entry.occurred_at, actor="system",
+                                      event_id=None, data=data, dedup_key=entry.dedup_key, subjects=[])
+        entry.entry_hash = chain.entry_hash(head.last_hash, content)
+        entry.save(force_insert=True)
+        AuditChainHead.objects.filter(pk=1).update(last_seq=entry.id, last_hash=entry.entry_hash)
+        with connection.cursor() as cursor:  # as migration 0006 leaves it: ids after the history
+            cursor.execute("SELECT setval('audit_auditentry_id_seq', %s)", [entry.id])
 
     def test_the_sealed_log_verifies_and_appends_continue_keyed(self):
         _legacy_log(3)
@@ -255,9 +271,7 @@ class TestSealOfAnUnkeyedLog:
         audit_entry_append(action="webhook.received")
         assert _verify().startswith("OK 5 entries, head 5:")
 
-    def test_sealing_twice_or_an_empty_log_writes_nothing_more(self):
-        self._seal()
-        assert not AuditEntry.objects.exists()
+    def test_a_second_seal_is_refused(self):
         _legacy_log(2)
         self._seal()
         with pytest.raises(Exception):  # the seal's dedup key is unique: one seal per log
@@ -277,7 +291,7 @@ class TestSealOfAnUnkeyedLog:
         hashes = _legacy_log(3)
         self._seal()
         _tamper("DELETE FROM audit_auditentry WHERE id = 4")
-        _tamper("UPDATE audit_auditchainhead SET last_id = 3, last_hash = %s", [hashes[3]])
+        _tamper("UPDATE audit_auditchainhead SET last_seq = 3, last_hash = %s WHERE id = 1", [hashes[3]])
         with pytest.raises(CommandError, match="content does not match its hash"):
             _verify()
 
@@ -286,9 +300,12 @@ class TestSealOfAnUnkeyedLog:
 class TestHeadPublishing:
     def test_the_task_logs_the_head_id_hash_and_count_at_info(self, chain_of_five, caplog):
         with caplog.at_level(logging.INFO, logger="audit.tasks"):
-            assert audit_chain_head_publish() == {"id": 5, "hash": chain_of_five[5], "count": 5}
+            published = audit_chain_head_publish()
+        anchor = AuditChainAnchor.objects.get()
+        assert published == {"id": 5, "hash": chain_of_five[5], "count": 5, "anchor": f"1:{anchor.anchor_hash}"}
+        assert anchor.heads[str(_shard())] == [5, chain_of_five[5]]
         assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "audit.tasks"] == [
-            (logging.INFO, f"audit chain head id=5 hash={chain_of_five[5]} count=5")
+            (logging.INFO, f"audit chain head id=5 hash={chain_of_five[5]} count=5 anchor=1:{anchor.anchor_hash}")
         ]
 
     def test_a_head_that_cannot_be_read_is_a_warning(self, chain_of_five, caplog):

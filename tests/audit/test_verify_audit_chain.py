@@ -7,6 +7,8 @@ from django.db import connection
 from audit.models import AuditEntry
 from audit.services import audit_entry_append
 
+AUDIT_TABLES = ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead", "audit_auditchainanchor")
+
 
 def _verify(**options) -> str:
     out = StringIO()
@@ -19,10 +21,10 @@ def _tamper(sql: str, params=()):
     with connection.cursor() as cursor:
         # The test's own transaction holds deferred foreign-key checks, which ALTER TABLE refuses.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        for table in ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead"):
+        for table in AUDIT_TABLES:
             cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         cursor.execute(sql, params)
-        for table in ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead"):
+        for table in AUDIT_TABLES:
             cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
@@ -68,21 +70,21 @@ class TestVerifyAuditChain:
     def test_a_deleted_entry_fails_naming_the_one_after_it(self, chain_of_five):
         _tamper("DELETE FROM audit_auditsubject WHERE entry_id = 2")
         _tamper("DELETE FROM audit_auditentry WHERE id = 2")
-        with pytest.raises(CommandError, match=r"^audit entry 3: entry 2 is missing before it \(removed\)$"):
+        with pytest.raises(CommandError, match=r"^audit entry 3: #2 of shard \d+ is missing before it \(removed\)$"):
             _verify()
 
     def test_a_deleted_last_entry_fails(self, chain_of_five):
         _tamper("DELETE FROM audit_auditsubject WHERE entry_id = 5")
         _tamper("DELETE FROM audit_auditentry WHERE id = 5")
-        with pytest.raises(CommandError, match="entries after 4 were removed"):
+        with pytest.raises(CommandError, match=r"^audit chain shard \d+: entries after #4 were removed \(the chain head names #5\)$"):
             _verify()
 
     def test_an_inserted_entry_fails(self, chain_of_five):
         fake = AuditEntry.objects.get(pk=5)
         _tamper(
-            "INSERT INTO audit_auditentry (id, action, occurred_at, actor, data, prev_hash, entry_hash) "
-            "VALUES (6, 'dlq.discarded', now(), '1', '{}', %s, %s)",
-            [fake.entry_hash, "e" * 64],
+            "INSERT INTO audit_auditentry (id, chain_shard, chain_seq, action, occurred_at, actor, data, prev_hash, entry_hash) "
+            "VALUES (6, %s, 6, 'dlq.discarded', now(), '1', '{}', %s, %s)",
+            [fake.chain_shard, fake.entry_hash, "e" * 64],
         )
         with pytest.raises(CommandError, match="audit entry 6:"):
             _verify()
