@@ -63,7 +63,7 @@ def test_the_app_role_reads_and_writes_rows_but_cannot_change_the_schema(scratch
         _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env)
 
 
-AUDIT_TABLES = ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead")
+AUDIT_TABLES = ("audit_auditentry", "audit_auditsubject", "audit_auditchainhead", "audit_auditchainanchor")
 
 
 def _manage_as_app(r, app_password, base_env, *args):
@@ -73,8 +73,8 @@ def _manage_as_app(r, app_password, base_env, *args):
 
 
 def _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env):
-    """Migration 0004 left the app role SELECT and INSERT on the audit log (and the guarded head
-    move); not owning the tables, it cannot alter them or switch their triggers off."""
+    """Migrations 0004/0006 left the app role SELECT and INSERT on the audit log and its anchors (and
+    the guarded head move); not owning the tables, it cannot alter them or switch their triggers off."""
     # The service's own code path, as web and worker run it: one append, one batch, then verify.
     appended = _manage_as_app(r, app_password, base_env, "shell", "-c", (
         "from audit.services import audit_entry_append, audit_entries_append; "
@@ -85,7 +85,8 @@ def _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env):
     assert appended.returncode == 0, appended.stderr[-2000:]
     verified = _manage_as_app(r, app_password, base_env, "verify_audit_chain")
     assert verified.returncode == 0, verified.stderr[-2000:]
-    head_hash = app.execute("SELECT last_hash FROM audit_auditchainhead WHERE id = 1").fetchone()[0]
+    # The head is the newest entry (the two processes may have appended to different shards).
+    head_hash = app.execute("SELECT entry_hash FROM audit_auditentry ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert verified.stdout.splitlines()[-1] == f"OK 3 entries, head 3:{head_hash}"
 
     refused = [
@@ -94,7 +95,9 @@ def _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env):
         "DELETE FROM audit_auditentry WHERE id = 3",
         "DELETE FROM audit_auditsubject",
         "DELETE FROM audit_auditchainhead",
-        "INSERT INTO audit_auditchainhead (id, last_id, last_hash) VALUES (2, 0, 'x')",
+        "INSERT INTO audit_auditchainhead (id, last_seq, last_hash) VALUES (99, 0, 'x')",
+        "UPDATE audit_auditchainanchor SET prev_hash = 'x'",
+        "DELETE FROM audit_auditchainanchor",
         "UPDATE audit_auditchainhead SET id = 2",
         *(f"TRUNCATE {table}" for table in AUDIT_TABLES),
         "TRUNCATE audit_auditentry, audit_auditsubject, audit_auditchainhead CASCADE",
@@ -114,7 +117,7 @@ def _the_app_role_only_appends_to_the_audit_log(app, r, app_password, base_env):
     # The one write it has on the head is the guarded move: never backwards.
     first_hash = app.execute("SELECT entry_hash FROM audit_auditentry WHERE id = 1").fetchone()[0]
     with pytest.raises(errors.RestrictViolation, match="advance"):
-        app.execute("UPDATE audit_auditchainhead SET last_id = 1, last_hash = %s", [first_hash])
+        app.execute("UPDATE audit_auditchainhead SET last_seq = 1, last_hash = %s WHERE id = (SELECT chain_shard FROM audit_auditentry WHERE id = 1)", [first_hash])
 
     assert app.execute("SELECT count(*) FROM audit_auditentry").fetchone() == (3,)
     assert app.execute("SELECT count(*) FROM audit_auditsubject").fetchone() == (2,)
