@@ -100,6 +100,34 @@ def worker(args) -> None:
     print(json.dumps({"commits": len(latencies), "entries": entries, "latencies": latencies}))
 
 
+def _waits_sample(store, procs) -> dict[str, float]:
+    """While the appenders run: what their PostgreSQL backends are doing, sampled every 50 ms.
+
+    `Lock` is waiting for another transaction (the chain head); `IO:WALSync`/`IPC:*` is the commit's
+    flush; `running` is executing (CPU, or waiting for the client: ClientRead counts as idle here).
+    """
+    counts: dict[str, int] = {}
+    with store.psycopg.connect(store.dsn, autocommit=True) as conn:
+        while any(proc.poll() is None for proc in procs):
+            rows = conn.execute(
+                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchall()
+            for state, wait_type, wait_event in rows:
+                if wait_type == "Lock":
+                    key = f"Lock:{wait_event}"
+                elif wait_type in ("IO", "IPC", "LWLock"):
+                    key = f"{wait_type}:{wait_event}"
+                elif state == "active":
+                    key = "running"
+                else:
+                    key = "client (idle in transaction / between statements)"
+                counts[key] = counts.get(key, 0) + 1
+            time.sleep(0.05)
+    total = sum(counts.values()) or 1
+    return {key: n / total for key, n in sorted(counts.items(), key=lambda item: -item[1])}
+
+
 def _manage(args, *command: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "manage.py", *command], cwd=args.tree, env=_env(args),
                           capture_output=True, text=True)
@@ -135,6 +163,7 @@ def main(args) -> None:
             for proc in procs:
                 proc.stdin.write(f"{start_at} {start_at + args.seconds}\n")
                 proc.stdin.flush()
+            waits = _waits_sample(store, procs)
             outputs = [proc.communicate() for proc in procs]
             load_after = os.getloadavg()
             results = []
@@ -149,11 +178,12 @@ def main(args) -> None:
                 "appenders": p, "commits": commits, "entries": entries,
                 "commits_per_s": commits / args.seconds, "appends_per_s": entries / args.seconds,
                 "p50_ms": _percentile(latencies, 0.50) * 1000, "p99_ms": _percentile(latencies, 0.99) * 1000,
-                "loadavg_before": load_before, "loadavg_after": load_after,
+                "loadavg_before": load_before, "loadavg_after": load_after, "backend_states": waits,
             }
             rows.append(row)
             print(f"P={p}: {row['appends_per_s']:8.1f} appends/s {row['commits_per_s']:7.1f} commits/s "
                   f"p50 {row['p50_ms']:6.2f} ms p99 {row['p99_ms']:6.2f} ms  load {load_after[0]:.2f}", flush=True)
+            print("      appender backends, share of samples: " + ", ".join(f"{k} {v:.0%}" for k, v in waits.items()), flush=True)
         verified = _manage(args, "verify_audit_chain")
         total = sum(row["entries"] for row in rows)
         last = (verified.stdout.strip().splitlines() or [""])[-1]
