@@ -47,7 +47,10 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = [AuditActionListFilter, "occurred_at"]
     search_help_text = "An event id, or an identifier (email, customer id, user id) matched by its keyed hash."
     search_fields = ["event_id"]  # enables the box; get_search_results does the matching
-    fields = ["id", "action", "occurred_at", "actor", "event_id", "data", "dedup_key", "prev_hash", "entry_hash", "subject_kinds"]
+    fields = [
+        "id", "action", "occurred_at", "actor", "event_id", "data", "dedup_key", "chain_shard", "chain_seq", "prev_hash",
+        "entry_hash", "subject_kinds",
+    ]
     readonly_fields = fields
     ordering = ["-id"]
     show_full_result_count = False  # COUNT(*) over a large log on every page is needless

@@ -36,11 +36,12 @@ class AuditEntryOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEntry
-        fields = ["id", "action", "occurred_at", "actor", "event", "data", "prev_hash", "entry_hash"]
+        # chain_shard/chain_seq: the entry's position; prev_hash is the previous entry of the same shard.
+        fields = ["id", "action", "occurred_at", "actor", "event", "data", "chain_shard", "chain_seq", "prev_hash", "entry_hash"]
 
 
 class AuditEntryPagination(CursorPagination):
-    ordering = "-id"  # the chain position: unique and monotonic, as a cursor needs
+    ordering = "-id"  # unique and increasing (a sequence; gaps allowed), as a cursor needs
     page_size_query_param = "page_size"
     max_page_size = 500
 

@@ -219,16 +219,15 @@ def audit_entry_append(
     """Append one redacted entry to the hash chain; None when `dedup_key` was already written.
 
     Meant to run inside the caller's transaction: the entry commits or rolls back with the effect
-    it records. Appends are serialised by a lock on the chain head that is held until that
-    transaction ends, so call this late in the transaction. `data` always passes through the
+    it records. The append locks one free shard head until that transaction ends (other
+    transactions use other shards meanwhile), so still call this late in the transaction. `data` always passes through the
     redactor; `subjects` values (a str or a list of str per kind) are stored only as blind-index
     hashes.
 
     With a unit of work (event processing: several entries in one transaction) the entry is
     validated here, so a bad one still raises where it is made, and written when `uow` is flushed,
-    together with the others and in order, exactly as one-by-one appends would write them: the chain
-    head is then locked once, at the end, so concurrent workers wait on each other only from there
-    to their commit. Returns None in that case.
+    together with the others and in order, exactly as one-by-one appends would write them, into one
+    shard: its head is then locked once, at the end, until the commit. Returns None in that case.
     """
     prepared = _entry_prepare(
         action=action, actor=actor, event_id=event_id, data=data, subjects=subjects, dedup_key=dedup_key
@@ -247,7 +246,7 @@ def audit_entries_append(*, entries: list[dict]) -> list[AuditEntry]:
     earlier in `entries`, is skipped. Returns the entries written, in chain order (skipped ones
     are left out). Every entry is validated and redacted before any database work, so one refused
     entry writes nothing and does not spoil the caller's transaction. The statement count does not
-    depend on the number of entries beyond one INSERT per `BULK_BATCH_SIZE` rows; the chain head
+    depend on the number of entries beyond one INSERT per `BULK_BATCH_SIZE` rows; one shard head
     is locked once, until the caller's transaction ends, and moved once.
     """
     prepared = [_entry_prepare(**entry) for entry in entries]

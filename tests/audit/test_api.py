@@ -55,7 +55,8 @@ class TestAuditApiFilters:
         body = support_client.get(URL).json()
         assert [row["id"] for row in body["results"]] == [4, 3, 2, 1]
         row = body["results"][2]
-        assert set(row) == {"id", "action", "occurred_at", "actor", "event", "data", "prev_hash", "entry_hash"}
+        assert set(row) == {"id", "action", "occurred_at", "actor", "event", "data", "chain_shard", "chain_seq", "prev_hash", "entry_hash"}
+        assert (row["chain_shard"], row["chain_seq"]) == (entries["granted"].chain_shard, entries["granted"].chain_seq)
         assert row["event"] == str(entries["event"]) and row["action"] == "entitlement.granted"
         assert row["data"] == {"entitlement_key": "pro"}  # customer_details is not on the allow-list
         assert row["prev_hash"] == entries["received"].entry_hash and row["entry_hash"] == entries["granted"].entry_hash
