@@ -96,11 +96,6 @@ SQLITE_ADVANCE_PREVIOUS = (
     "BEGIN SELECT RAISE(ABORT, 'audit chain head may only advance along the chain to a later entry'); END"
 )
 
-SQLITE_ENTRY_NO_UPDATE = (
-    "CREATE TRIGGER audit_auditentry_no_update BEFORE UPDATE ON audit_auditentry "
-    "BEGIN SELECT RAISE(ABORT, 'audit log is append-only: UPDATE on audit_auditentry rejected'); END"
-)
-
 PG_ANCHOR_GUARDS = """
 CREATE TRIGGER audit_auditchainanchor_append_only BEFORE UPDATE OR DELETE ON audit_auditchainanchor
     FOR EACH ROW EXECUTE FUNCTION audit_reject_change();
@@ -120,6 +115,29 @@ SQLITE_ANCHOR_GUARDS = [
 ]
 
 
+SQLITE_ENTRY_TRIGGERS = [
+    f"CREATE TRIGGER audit_auditentry_no_{op.lower()} BEFORE {op} ON audit_auditentry "
+    f"BEGIN SELECT RAISE(ABORT, 'audit log is append-only: {op} on audit_auditentry rejected'); END"
+    for op in ("UPDATE", "DELETE")
+]
+
+
+def sqlite_triggers_off(apps, schema_editor):
+    """SQLite rebuilds a table to add or change a column, dropping its triggers with it, and a trigger
+    on another table that names it breaks the rebuild: take them off first, put them back after."""
+    if _vendor(schema_editor) == "sqlite":
+        for name in ("audit_auditchainhead_advance", "audit_auditentry_no_update", "audit_auditentry_no_delete"):
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def sqlite_entry_triggers_on(apps, schema_editor):
+    if _vendor(schema_editor) == "sqlite":
+        for name in ("audit_auditentry_no_update", "audit_auditentry_no_delete"):
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}")
+        for statement in SQLITE_ENTRY_TRIGGERS:
+            schema_editor.execute(statement)
+
+
 def _vendor(schema_editor) -> str:
     vendor = schema_editor.connection.vendor
     if vendor not in ("postgresql", "sqlite"):
@@ -133,10 +151,8 @@ def history_to_shard_one(apps, schema_editor):
         schema_editor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_auditentry_append_only")
         schema_editor.execute("UPDATE audit_auditentry SET chain_seq = id")
         schema_editor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_auditentry_append_only")
-    else:
-        schema_editor.execute("DROP TRIGGER IF EXISTS audit_auditentry_no_update")
+    else:  # its triggers are off during this migration (sqlite_triggers_off)
         schema_editor.execute("UPDATE audit_auditentry SET chain_seq = id")
-        schema_editor.execute(SQLITE_ENTRY_NO_UPDATE)
 
 
 def history_back_check(apps, schema_editor):
@@ -204,6 +220,7 @@ class Migration(migrations.Migration):
     dependencies = [("audit", "0005_subject_hash_entry_index")]
 
     operations = [
+        migrations.RunPython(sqlite_triggers_off, sqlite_entry_triggers_on),
         migrations.AddField(
             model_name="auditentry", name="chain_shard",
             field=models.PositiveSmallIntegerField(default=1), preserve_default=False,
@@ -227,6 +244,7 @@ class Migration(migrations.Migration):
             ],
             options={"ordering": ["-id"]},
         ),
+        migrations.RunPython(sqlite_entry_triggers_on, sqlite_triggers_off),
         migrations.RunPython(guard_per_shard, guard_single),
         migrations.RunPython(id_sequence_create, id_sequence_drop),
         migrations.RunPython(app_role_grants, migrations.RunPython.noop),
