@@ -316,6 +316,8 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
         inserted = _entries_insert(written)
         if len(inserted) == len(written):
             break
+        if not savepoint:  # SQLite: one writer at a time, so a key cannot appear between read and INSERT
+            raise AuditError("an audit dedup key appeared between its read and its INSERT")
         # A concurrent appender committed some of these keys meanwhile: forget this attempt and chain
         # the rest again (on the same ids: none of them was committed).
         with connection.cursor() as cursor:
