@@ -171,7 +171,8 @@ BLIND_INDEX_PREVIOUS_KEYS = env.list("BLIND_INDEX_PREVIOUS_KEYS", default=[])
 # Keys the audit hash chain (HMAC-SHA256). Environment only, never in the database: whoever can
 # write the audit tables without it cannot forge a chain that verifies. It must not change (docs/audit.md).
 AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY")
-# The chain head (id, hash, count) is logged this often, so a later rewrite can be proven against it.
+# The chain head (id, hash, count) is logged and every shard head anchored this often, so a later rewrite
+# or a shard cut short can be proven against it.
 AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS = env.float("AUDIT_HEAD_PUBLISH_INTERVAL_SECONDS", default=300.0)
 # Independent chains (shards) the audit log appends to, so concurrent transactions do not wait on one
 # lock. `migrate` creates the missing heads; a smaller number later never removes any (docs/audit.md).
