@@ -481,7 +481,7 @@ class Bench:
             time.sleep(1)
             now = time.perf_counter()
             if now - last >= 15:
-                count = self.sql("SELECT last_id FROM audit_auditchainhead")[0][0]
+                count = self.sql("SELECT COALESCE(SUM(last_seq), 0) FROM audit_auditchainhead")[0][0]
                 log(f"chain at {count:,} entries: {(count - last_count) / (now - last):,.0f} rows/s now, "
                     f"{count / (now - started):,.0f} rows/s overall")
                 last, last_count = now, count
@@ -499,7 +499,7 @@ class Bench:
             for i, n in enumerate(found["entries_per_customer"]):
                 counts[i] += n
             part.unlink()
-        total = self.sql("SELECT last_id FROM audit_auditchainhead")[0][0]
+        total = self.sql("SELECT COALESCE(SUM(last_seq), 0) FROM audit_auditchainhead")[0][0]
         loaded = {"entries": total, "seconds": round(seconds, 1), "rows_per_second": round(total / max(seconds, 1e-9)),
                   "stories": stories, "loaders": args.loaders}
         log(f"appended {total:,} entries in {seconds:,.0f} s ({loaded['rows_per_second']:,} rows/s)")
@@ -696,7 +696,7 @@ class Bench:
         self.result["settings_while_measuring"] = self.private.settings if self.private else "the named server's own"
         self.result["load"] = meta.get("load")
         self.result["machine"] = self.machine_info()
-        self.result["entries_in_database"] = self.sql("SELECT last_id FROM audit_auditchainhead")[0][0]
+        self.result["entries_in_database"] = self.sql("SELECT COALESCE(SUM(last_seq), 0) FROM audit_auditchainhead")[0][0]
         self.result["sizes"] = self.sizes()
         log(f"{self.result['entries_in_database']:,} entries; sizes {json.dumps(self.result['sizes'])}")
         if args.verify:
