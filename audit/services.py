@@ -325,17 +325,44 @@ def _entries_append_chained(prepared: list[dict]) -> list[AuditEntry]:
         seen.update(entry.dedup_key for entry in written if entry.id not in inserted and entry.dedup_key is not None)
 
     subjects = [
-        AuditSubject(entry_id=entry.id, kind=kind, value_hash=value_hash)
-        for entry, item in zip(written, todo)
-        for kind, value_hash in item["subject_pairs"]
+        (entry.id, kind, value_hash) for entry, item in zip(written, todo) for kind, value_hash in item["subject_pairs"]
     ]
     for entry in written:
         entry._state.adding = False
-    if subjects:
-        AuditSubject.objects.bulk_create(subjects, batch_size=BULK_BATCH_SIZE)
-    # One move over the whole batch; the head trigger (migration 0006) checks the links it skips.
-    AuditChainHead.objects.filter(pk=head.id).update(last_seq=seq, last_hash=last_hash)
+    _subjects_insert_head_move(subjects, shard=head.id, last_seq=seq, last_hash=last_hash)
     return written
+
+
+def _subjects_insert_head_move(subjects: list[tuple[int, str, str]], *, shard: int, last_seq: int, last_hash: str) -> None:
+    """INSERT the subjects and move the shard head over the batch (the head trigger, migration 0006,
+    checks the links it skips). On PostgreSQL the last subject batch and the move are one statement
+    (a data-modifying WITH): every round trip is paid while the shard is held, and on a busy machine
+    the round trips, not the hashing, are what an append costs (docs/benchmarks.md, issue 13)."""
+    head_move = AuditChainHead.objects.filter(pk=shard)
+    if connection.vendor != "postgresql" or not subjects:
+        if subjects:
+            AuditSubject.objects.bulk_create(
+                (AuditSubject(entry_id=entry_id, kind=kind, value_hash=value_hash) for entry_id, kind, value_hash in subjects),
+                batch_size=BULK_BATCH_SIZE,
+            )
+        head_move.update(last_seq=last_seq, last_hash=last_hash)
+        return
+    last_batch = (len(subjects) - 1) // BULK_BATCH_SIZE * BULK_BATCH_SIZE
+    if last_batch:
+        AuditSubject.objects.bulk_create(
+            (AuditSubject(entry_id=entry_id, kind=kind, value_hash=value_hash) for entry_id, kind, value_hash in subjects[:last_batch]),
+            batch_size=BULK_BATCH_SIZE,
+        )
+    quote = connection.ops.quote_name
+    rows = subjects[last_batch:]
+    sql = (
+        f"WITH {quote('subjects')} AS (INSERT INTO {quote(AuditSubject._meta.db_table)} "
+        f"({quote('entry_id')}, {quote('kind')}, {quote('value_hash')}) VALUES {', '.join(['(%s, %s, %s)'] * len(rows))}) "
+        f"UPDATE {quote(AuditChainHead._meta.db_table)} SET {quote('last_seq')} = %s, {quote('last_hash')} = %s "
+        f"WHERE {quote('id')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row] + [last_seq, last_hash, shard])
 
 
 def _heads_read() -> dict[int, tuple[int, str]]:
