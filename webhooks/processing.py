@@ -248,7 +248,8 @@ def webhook_events_fulfil(*, event_ids: list[str]) -> list[tuple[str, str, str]]
             .select_related("endpoint")
             .filter(id__in=event_ids, status=WebhookEvent.Status.PROCESSING)
         }
-        ordered = [events[event_id] for event_id in map(str, event_ids) if event_id in events]
+        # Each event once, in message order: an id repeated in a message is a redelivery, done already.
+        ordered = [events[event_id] for event_id in dict.fromkeys(map(str, event_ids)) if event_id in events]
         built = {str(event.id): _event_build(event=event) for event in ordered}
         reads = BatchReads(provider_events=[(event.endpoint.scheme, built[str(event.id)][2]) for event in ordered])
         uow = UnitOfWork()

@@ -56,7 +56,7 @@ def webhook_events_process(event_ids: list[str]) -> None:
         return
     renewed_at = time.monotonic()
     message_attempt = (webhook_events_process.request.retries or 0) + 1
-    claimed, done = _together_fulfil([event_id for event_id in event_ids if event_id in held])
+    claimed, done = _together_fulfil([event_id for event_id in dict.fromkeys(event_ids) if event_id in held])
     for position, event_id in enumerate(event_ids):
         if event_id not in held or event_id in done:
             continue  # finished (here, together), or another live worker holds it
@@ -158,6 +158,12 @@ def _retry_later(event_id: str, exc: BaseException) -> str:
     except TRANSIENT_ERRORS:
         pass  # the sweep republishes the event once the queue is empty and its retry is overdue
     return "retry"
+
+
+@shared_task(name="payhook.noop_probe", acks_late=True)
+def noop_probe() -> None:
+    """A benchmark and health probe: does nothing, takes no data. Its drain rate on a worker is the
+    ceiling Celery itself puts on a task per message (bench/pipeline.py, phase `noop`)."""
 
 
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")
