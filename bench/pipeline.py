@@ -556,6 +556,51 @@ class Bench:
                 f"after backlog {out['live_latency_after_backlog_ms']}; http {out['http']['outcomes']} {out['http']['latency_ms']}")
         return out
 
+    def run_noop(self) -> dict:
+        """The same workers draining K no-op tasks (`payhook.noop_probe`): Celery's own ceiling per
+        message on this machine, measured in the same run as the fulfilment drain.
+
+        The K messages are published before the workers start; the clock runs from the moment every
+        worker is ready until the queue and the unacked set are empty (the probe is acks_late, so a
+        message leaves the unacked set only when it has run)."""
+        from config.celery_app import app
+
+        args, queue = self.args, self._queue()
+        count = args.noop_tasks
+        t = time.time()
+        with app.producer_or_acquire() as producer:
+            for _ in range(count):
+                app.send_task("payhook.noop_probe", producer=producer)
+        log(f"noop: published {count} no-op tasks in {time.time() - t:.2f}s; starting {args.workers} worker process(es); "
+            f"load {loadavg()}")
+        self.workers_start()
+        cpu0 = {p.name: proc_tree_cpu_seconds(p.pid) for p in self.workers}
+        t0 = time.time()
+        deadline = t0 + args.max_drain_seconds
+        left = count
+        while time.time() < deadline:
+            left = self.broker.client.llen(queue) + self.broker.client.hlen("unacked")
+            if left == 0:
+                break
+            time.sleep(0.02)
+        seconds = time.time() - t0
+        cpu1 = {p.name: proc_tree_cpu_seconds(p.pid) for p in self.workers}
+        self.workers_stop()
+        worker_cpu = sum(sum(cpu1[n].get(pid, 0) - cpu0[n].get(pid, 0) for pid in cpu1[n]) for n in cpu1)
+        out = {"tasks": count, "left": left, "seconds": round(seconds, 2),
+               "tasks_per_s": round((count - left) / seconds, 1) if seconds > 0 else None,
+               "worker_cpu_ms_per_task": round(1000 * worker_cpu / max(count - left, 1), 2), "load_at_end": loadavg(),
+               "passed": left == 0}
+        self.result["phases"]["noop"] = out
+        log(f"noop: {count - left} no-op tasks in {out['seconds']}s = {out['tasks_per_s']}/s; "
+            f"worker CPU {out['worker_cpu_ms_per_task']} ms/task; load {loadavg()}")
+        return out
+
+    def _queue(self) -> str:
+        from django.conf import settings
+
+        return settings.CELERY_TASK_DEFAULT_QUEUE
+
     def _batch_size(self) -> int:
         from django.conf import settings
 
@@ -702,8 +747,8 @@ class Bench:
         from webhooks.processing import webhook_event_process
 
         close_old_connections()
-        self.store_backlog(30, "queries")
-        ids = [r[0] for r in self.sql("SELECT id::text FROM webhooks_webhookevent WHERE status = 'received' AND event_type = 'checkout.session.completed' LIMIT 3")]
+        self.store_backlog(200, "queries")
+        ids = [r[0] for r in self.sql("SELECT id::text FROM webhooks_webhookevent WHERE status = 'received' AND event_type = 'checkout.session.completed' ORDER BY received_at LIMIT 3")]
         out = {}
         for event_id in ids[:2]:  # warm-up: templates, schema validators, first connection
             webhook_event_process(event_id=event_id)
@@ -718,6 +763,26 @@ class Bench:
                 table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql)
                 kinds[f"{sql.split()[0]} {table.group(1).lower() if table else ''}".strip()] += 1
             out = {"statements": len(ctx.captured_queries), "by_kind": dict(kinds.most_common()), "in_process_ms": round(ms, 1)}
+        # The set-based path (webhook_events_claim + webhook_events_fulfil, as the task runs it) on a
+        # batch of 20 checkout events, e-mails after the commit included as above.
+        from webhooks.processing import webhook_events_claim, webhook_events_fulfil
+
+        batch = [r[0] for r in self.sql(
+            "SELECT id::text FROM webhooks_webhookevent WHERE status = 'received' AND attempts = 0 "
+            "AND event_type = 'checkout.session.completed' ORDER BY received_at LIMIT 20")]
+        if len(batch) == 20:
+            with CaptureQueriesContext(connection) as ctx:
+                t = time.perf_counter()
+                claimed = webhook_events_claim(event_ids=batch)
+                webhook_events_fulfil(event_ids=[e for e in batch if e in claimed])
+                ms = (time.perf_counter() - t) * 1000
+            kinds = collections.Counter()
+            for q in ctx.captured_queries:
+                sql = q["sql"].lstrip().upper()
+                table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql)
+                kinds[f"{sql.split()[0]} {table.group(1).lower() if table else ''}".strip()] += 1
+            out["batch_of_20"] = {"statements": len(ctx.captured_queries), "per_event": round(len(ctx.captured_queries) / 20, 2),
+                                  "by_kind": dict(kinds.most_common()), "in_process_ms_per_event": round(ms / 20, 2)}
         # Remaining sample events stay `received`; they are not part of any phase's checks.
         for pid in [p for p, e in self.expected.items() if e["phase"] == "queries"]:
             del self.expected[pid]
@@ -755,6 +820,8 @@ class Bench:
         self.result["batch_size"] = self._batch_size()
         if "drain" in args.phases:
             self.run_drain("drain", live=False)
+        if "noop" in args.phases:
+            self.run_noop()
         if "live" in args.phases:
             self.run_drain("live", live=True)
         if "queries" in args.phases:
@@ -887,7 +954,10 @@ PROFILE_CATEGORIES = [
     ("entitlement upserts (catalog lookup, revocation check, get_or_create)", ["entitlement_grant (fulfillment/services.py", "_entitlement_keys (fulfillment/services.py"]),
     ("notification rows (preferences, render, get_or_create)", ["notification_send (notifications/services.py"]),
     ("claim UPDATE (own transaction)", ["_attempt_claim (webhooks/processing.py"]),
+    ("batch: prefetching the catalog, users and preferences", ["__init__ (fulfillment/reads.py"]),
+    ("batch: claim UPDATE (one autocommitted statement for the batch)", ["webhook_events_claim (webhooks/processing.py"]),
     ("commit", ["commit (django/db/backends/base/base.py", "_commit (django/db/backends"]),
+    ("batch: row locks, decrypt/build outside the above, status UPDATE", ["webhook_events_fulfil (webhooks/processing.py"]),
     ("event row lock (SELECT … FOR UPDATE SKIP LOCKED) + status UPDATE + BEGIN", ["webhook_event_process (webhooks/processing.py"]),
     ("Django DB connection housekeeping (task signals)", ["close_old_connections", "close_if_unusable_or_obsolete"]),
     ("rest of the task body", ["webhook_events_process (webhooks/tasks.py"]),
@@ -962,6 +1032,12 @@ def table(result: dict) -> str:
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines += ["  ".join(c.ljust(width[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
+    noop = result["phases"].get("noop")
+    if noop:
+        lines.append(f"\nno-op Celery task (payhook.noop_probe), same workers: {noop['tasks_per_s']}/s "
+                     f"({noop['tasks'] - noop['left']} in {noop['seconds']} s, worker CPU {noop['worker_cpu_ms_per_task']} ms/task)"
+                     + (f"; fulfilment drain / no-op = {d['fulfilled_per_s'] / noop['tasks_per_s']:.2f}"
+                        if d.get("fulfilled_per_s") and noop.get("tasks_per_s") else ""))
     prof = result.get("profile") or {}
     if prof.get("pool_categories"):
         lines.append(f"\nwhere a pool process's wall time goes (py-spy --idle, {prof['samples_pool']} samples, "
@@ -971,6 +1047,10 @@ def table(result: dict) -> str:
     if result.get("one_event_statements"):
         q = result["one_event_statements"]
         lines.append(f"\none checkout event in-process: {q['statements']} SQL statements, {q['in_process_ms']} ms: {q['by_kind']}")
+        if q.get("batch_of_20"):
+            b = q["batch_of_20"]
+            lines.append(f"batch of 20 checkout events (set-based path): {b['statements']} SQL statements = {b['per_event']}/event, "
+                         f"{b['in_process_ms_per_event']} ms/event: {b['by_kind']}")
     return "\n".join(lines)
 
 
@@ -1001,7 +1081,9 @@ def parse_args(argv=None):
     p.add_argument("--live-backlog", type=int, default=None, help="live phase: stored backlog drained alongside (default: N)")
     p.add_argument("--web-concurrency", type=int, default=1, help="live phase: gunicorn WEB_CONCURRENCY")
     p.add_argument("--max-drain-seconds", type=float, default=900.0, help="give up waiting for a phase after this")
-    p.add_argument("--phases", default="drain,live,queries,profile", help="comma-separated subset of drain,live,queries,profile")
+    p.add_argument("--phases", default="drain,noop,live,queries,profile",
+                   help="comma-separated subset of drain,noop,live,queries,profile")
+    p.add_argument("--noop-tasks", type=int, default=5000, help="noop phase: no-op Celery tasks drained by the same workers")
     p.add_argument("--profile-events", type=int, default=2000, help="events stored for the profiled drain")
     p.add_argument("--profile-seconds", type=float, default=15.0, help="py-spy recording length (0: no profile)")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")

@@ -194,6 +194,11 @@ WEBHOOK_LEASE_SECONDS = env.int("WEBHOOK_LEASE_SECONDS", default=30)
 # A poison event (one that kills its worker every time) is dead-lettered after this many attempts.
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=5)
 WEBHOOK_DISPATCH_BATCH_SIZE = env.int("WEBHOOK_DISPATCH_BATCH_SIZE", default=20)
+# A message with at least this many events never tried before fulfils them together, in one
+# transaction (webhooks/processing.py webhook_events_fulfil); smaller ones go one by one. A value
+# larger than any message (e.g. 1000000) turns set-based fulfilment off. Not read from the
+# environment (yet): .env.example documents every variable that is.
+WEBHOOK_FULFIL_BATCH_MIN_EVENTS = 2
 # The outbox relay runs in each Celery worker's main process (webhooks/relay.py).
 WEBHOOK_RELAY_ENABLED = env.bool("WEBHOOK_RELAY_ENABLED", default=True)
 WEBHOOK_RELAY_POLL_SECONDS = env.float("WEBHOOK_RELAY_POLL_SECONDS", default=0.05)

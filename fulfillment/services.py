@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -25,6 +24,7 @@ from config.unit_of_work import UnitOfWork
 from fulfillment.exceptions import CatalogInvalid, PriceNotFound, PriceNotInCatalog
 from fulfillment.models import Customer, Entitlement, PaymentRevocation, Product, Subscription
 from fulfillment.ordering import fact_supersedes
+from fulfillment.reads import FulfilmentReads
 from notifications.services import notification_send
 
 logger = logging.getLogger(__name__)
@@ -159,10 +159,10 @@ def product_delete(*, product: Product, actor: str, source: str, note: str = "")
     )
 
 
-def _entitlement_keys(*, provider: str, price_ids: list[str]) -> list[str]:
+def _entitlement_keys(*, provider: str, price_ids: list[str], reads: FulfilmentReads) -> list[str]:
     if not price_ids:
         raise PriceNotFound("the event names no price (no line items, metadata price_id or subscription items)")
-    products = {p.price_id: p for p in Product.objects.filter(provider=provider, price_id__in=price_ids)}
+    products = reads.products(provider=provider, price_ids=price_ids)
     missing = [price for price in price_ids if price not in products]
     if missing:
         raise PriceNotInCatalog(f"price {', '.join(missing)} is not in the catalog", extra={"price_ids": missing})
@@ -177,27 +177,28 @@ def _email(buyer: dict) -> str | None:
     return encryption.decrypt(token.encode()).decode() if token else None
 
 
-def _user_find(buyer: dict):
-    User = get_user_model()
+def _user_find(buyer: dict, reads: FulfilmentReads):
     user_id = buyer.get("user_id")
     if user_id and str(user_id).isdigit():
-        user = User.objects.filter(pk=int(user_id)).first()
+        user = reads.user_by_id(int(user_id))
         if user is not None:
             return user
     email = _email(buyer)
     if email:
-        return User.objects.filter(email__iexact=email).order_by("pk").first()
+        return reads.user_by_email(email)
     return None
 
 
-def customer_resolve(*, provider: str, buyer: dict, event_id=None, uow: UnitOfWork | None = None) -> Customer:
+def customer_resolve(
+    *, provider: str, buyer: dict, event_id=None, uow: UnitOfWork | None = None, reads: FulfilmentReads | None = None
+) -> Customer:
     """The customer record of a buyer, created once; linked to a user as soon as one is known.
 
     Linking an existing guest customer to a user moves its entitlements: audited as
     `customer.linked` (actor system, source event) with the event that revealed the user.
     """
     key = buyer.get("provider_customer_id") or (f"email:{buyer['email_hash']}" if buyer.get("email_hash") else None)
-    user = _user_find(buyer)
+    user = _user_find(buyer, reads or FulfilmentReads())
     if key is None:
         key = f"user:{user.pk}" if user is not None else None
     if key is None:
@@ -451,10 +452,10 @@ def _fact_time(canonical: dict) -> datetime:
     return parse_datetime(canonical["time"])
 
 
-def _payment_succeeded(*, provider, canonical, event_id, outcome, uow):
+def _payment_succeeded(*, provider, canonical, event_id, outcome, uow, reads):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
-    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow, reads=reads)
+    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"], reads=reads)
     source = (
         f"subscription:{data['subscription']}" if data["subscription"] else f"payment:{data['payment_intent'] or data['source_object']}"
     )
@@ -472,10 +473,10 @@ def _payment_succeeded(*, provider, canonical, event_id, outcome, uow):
             outcome.blocked.append((row, block))
 
 
-def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
+def _subscription_activated(*, provider, canonical, event_id, outcome, uow, reads):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
-    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"])
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow, reads=reads)
+    keys = _entitlement_keys(provider=provider, price_ids=data["price_ids"], reads=reads)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     source = f"subscription:{data['subscription']}"
@@ -495,9 +496,9 @@ def _subscription_activated(*, provider, canonical, event_id, outcome, uow):
     outcome.revoked += _revoke_rows(dropped, at=at, reason="plan_changed", event_id=event_id)
 
 
-def _subscription_canceled(*, provider, canonical, event_id, outcome, uow):
+def _subscription_canceled(*, provider, canonical, event_id, outcome, uow, reads):
     data, at = canonical["data"], _fact_time(canonical)
-    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow)
+    customer = outcome.customer = customer_resolve(provider=provider, buyer=data["buyer"], event_id=event_id, uow=uow, reads=reads)
     if not _subscription_state_apply(provider=provider, customer=customer, data=data, at=at):
         return
     rows = Entitlement.objects.select_for_update().filter(source=f"subscription:{data['subscription']}")
@@ -521,17 +522,17 @@ def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
     outcome.revoked += _revoke_rows(rows, at=at, reason=reason, event_id=event_id)
 
 
-def _payment_refunded(*, provider, canonical, event_id, outcome, uow):
+def _payment_refunded(*, provider, canonical, event_id, outcome, uow, reads):
     if canonical["data"]["full"]:
         _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="refunded")
 
 
-def _dispute_opened(*, provider, canonical, event_id, outcome, uow):
+def _dispute_opened(*, provider, canonical, event_id, outcome, uow, reads):
     _payment_revoked(provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, reason="disputed")
 
 
-def _payment_failed(*, provider, canonical, event_id, outcome, uow):
-    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id, uow=uow)
+def _payment_failed(*, provider, canonical, event_id, outcome, uow, reads):
+    outcome.customer = customer_resolve(provider=provider, buyer=canonical["data"]["buyer"], event_id=event_id, uow=uow, reads=reads)
     outcome.payment_failed = True
 
 
@@ -546,20 +547,23 @@ HANDLERS = {
 
 
 def canonical_event_fulfil(
-    *, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None, subjects: dict | None = None
+    *, provider: str, canonical: dict, event_id, uow: UnitOfWork | None = None, subjects: dict | None = None,
+    reads: FulfilmentReads | None = None,
 ) -> FulfilmentOutcome:
     """Apply one canonical event's entitlement effects; audit them; notify the user.
 
     The audit entries and e-mails go to `uow` when given (event processing flushes it before its
     commit); without one they are written at once. `subjects` are the event's buyer identifiers
     (`canonical.subjects`; computed from `canonical` when not given): every entry this writes, and
-    the notifications it causes, carry them besides the customer's own.
+    the notifications it causes, carry them besides the customer's own. `reads` answers the catalog,
+    user and preference reads (fulfillment/reads.py: prefetched for a batch; by default one query each).
     """
+    reads = reads or FulfilmentReads()
     outcome = FulfilmentOutcome()
-    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow)
+    HANDLERS[canonical["type"]](provider=provider, canonical=canonical, event_id=event_id, outcome=outcome, uow=uow, reads=reads)
     if subjects is None:
         subjects = canonical_subjects([canonical])
-    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow, subjects=subjects)
+    _effects_announce(canonical=canonical, outcome=outcome, event_id=event_id, uow=uow, subjects=subjects, reads=reads)
     if outcome.granted:  # what the buyer waited, payment to access; observed only if the grant commits
         paid_at = _fact_time(canonical)
         transaction.on_commit(lambda: metrics.payment_to_entitlement_seconds.labels(provider=provider).observe(
@@ -596,7 +600,7 @@ def _latest_expiry(rows: list[Entitlement]) -> str | None:
 
 
 def _effects_announce(
-    *, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None, subjects: dict
+    *, canonical: dict, outcome: FulfilmentOutcome, event_id, uow: UnitOfWork | None, subjects: dict, reads: FulfilmentReads
 ) -> None:
     customer = outcome.customer
     customers_subjects: dict[int, dict] = {}  # one decryption per customer, not per row
@@ -641,19 +645,20 @@ def _effects_announce(
         return  # a guest: entitlements wait on the customer record until a user is linked
     # What the notifications' audit entries carry besides the user and the notification.
     notified = subjects_merge(customer_subjects(customer), subjects)
+    preferences = reads.preferences(user.pk)
     if outcome.granted:
         notification_send(
-            event_id=event_id, user=user, template="access_granted", uow=uow, category="access", subjects=notified,
+            event_id=event_id, user=user, template="access_granted", uow=uow, preferences=preferences, category="access", subjects=notified,
             context={"entitlements": sorted({row.key for row in outcome.granted}), "expires_at": _latest_expiry(outcome.granted)},
         )
     if outcome.revoked:
         notification_send(
-            event_id=event_id, user=user, template="access_revoked", uow=uow, category="access", subjects=notified,
+            event_id=event_id, user=user, template="access_revoked", uow=uow, preferences=preferences, category="access", subjects=notified,
             context={"entitlements": sorted({row.key for row in outcome.revoked}), "reason": outcome.revoked[0].revoke_reason},
         )
     if outcome.payment_failed:
         data = canonical["data"]
         notification_send(
-            event_id=event_id, user=user, template="payment_failed", uow=uow, category="billing", subjects=notified,
+            event_id=event_id, user=user, template="payment_failed", uow=uow, preferences=preferences, category="billing", subjects=notified,
             context={"amount": data.get("amount"), "currency": data.get("currency")},
         )

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.services import audit_entry_append
 from canonical.subjects import subjects_merge
+from config.db import rows_insert_new
 from config.unit_of_work import UnitOfWork
 from notifications.exceptions import (
     CategoryMismatch,
@@ -22,7 +23,7 @@ from notifications.exceptions import (
     UnknownChannel,
     UserNotFound,
 )
-from notifications.models import Category, Channel, Notification, NotificationPreference
+from notifications.models import PREFERENCE_DEFAULTS, Category, Channel, Notification, NotificationPreference
 from notifications.registry import (
     notification_context_clean,
     notification_render,
@@ -44,7 +45,7 @@ UNSUBSCRIBE_PATH = "/notifications/unsubscribe/{token}/"
 
 def notification_send(
     *, event_id, user, template: str, category: str, context: dict, channels: tuple[str, ...] = (Channel.EMAIL, Channel.IN_APP),
-    uow: UnitOfWork | None = None, subjects: dict | None = None,
+    uow: UnitOfWork | None = None, subjects: dict | None = None, preferences: dict | None = None,
 ) -> list[Notification]:
     """Record, and where allowed deliver, one notification per channel for an event.
 
@@ -69,6 +70,10 @@ def notification_send(
     memory (an e-mail's outcome is recorded after the commit by this process; one the recovery task
     sends later carries the user and notification only).
 
+    `preferences`: the user's effective matrix when the caller read it already (set-based fulfilment
+    reads those of a whole batch in one query, `notification_preferences_effective_many`); None
+    reads it here.
+
     Raises UnknownNotificationTemplate, UnknownCategory, CategoryMismatch or UnknownChannel
     (permanent errors: a bug in the caller, not a transient condition).
     """
@@ -85,15 +90,18 @@ def notification_send(
     clean_context = notification_context_clean(template=spec, context=context)
     return _notifications_write(
         event_uuid=event_uuid, user=user, spec=spec, template=template, category=category, context=clean_context,
-        channels=channels, uow=uow, subjects=subjects or {},
+        channels=channels, uow=uow, subjects=subjects or {}, preferences=preferences,
     )
 
 
 # No savepoint: validation ran before, and an ON CONFLICT insert does not fail on a duplicate.
 @transaction.atomic(savepoint=False)
-def _notifications_write(*, event_uuid, user, spec, template, category, context, channels, uow, subjects) -> list[Notification]:
+def _notifications_write(
+    *, event_uuid, user, spec, template, category, context, channels, uow, subjects, preferences=None
+) -> list[Notification]:
     clean_context = context
-    preferences = notification_preferences_effective(user_id=user.pk)
+    if preferences is None:
+        preferences = notification_preferences_effective(user_id=user.pk)
     subject = notification_render(template=spec, part="subject.txt", context=clean_context)
     now = timezone.now()
 
@@ -118,12 +126,18 @@ def _notifications_write(*, event_uuid, user, spec, template, category, context,
                 sent_at=now if status == Notification.Status.SENT else None,
             )
         )
-    Notification.objects.bulk_create(fresh, ignore_conflicts=True)
-    new_ids = {row.id for row in fresh}
-    stored = {
-        row.channel: row
-        for row in Notification.objects.filter(event_id=event_uuid, user=user, template=template, channel__in=channels)
-    }
+    # The database says which rows are new (its unique constraint, never a check first); only a
+    # redelivery, which finds rows already there, reads the stored ones back.
+    new_ids = rows_insert_new(fresh, conflict_fields=("event_id", "user", "channel", "template"))
+    stored = {row.channel: row for row in fresh if row.id in new_ids}
+    for row in stored.values():
+        row._state.adding, row._state.db = False, "default"
+    if len(stored) < len(fresh):
+        stored.update(
+            (row.channel, row)
+            for row in Notification.objects.filter(event_id=event_uuid, user=user, template=template, channel__in=channels)
+            if row.channel not in stored
+        )
     notifications = []
     for channel in channels:
         notification = stored[channel]
@@ -139,6 +153,21 @@ def _notifications_write(*, event_uuid, user, spec, template, category, context,
         else:
             _deliveries_schedule([(notification.id, subjects)])
     return notifications
+
+
+def notification_preferences_effective_many(*, user_ids: list[int]) -> dict[int, dict[str, dict[str, bool]]]:
+    """`notification_preferences_effective` for many users in one query: {user id: matrix}."""
+    matrices = {
+        user_id: {category: {channel: PREFERENCE_DEFAULTS[(category, channel)] for channel in Channel.values}
+                  for category in Category.values}
+        for user_id in user_ids
+    }
+    for user_id, category, channel, enabled in NotificationPreference.objects.filter(user_id__in=user_ids).values_list(
+        "user_id", "category", "channel", "enabled"
+    ):
+        if category in matrices[user_id] and channel in matrices[user_id][category]:
+            matrices[user_id][category][channel] = enabled
+    return matrices
 
 
 def _decision(*, user, enabled: bool, channel: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 from structlog.contextvars import bind_contextvars
 
@@ -20,6 +21,7 @@ from canonical.envelope import canonical_events_build
 from canonical.subjects import canonical_subjects
 from config.exceptions import ApplicationError
 from config.unit_of_work import UnitOfWork
+from fulfillment.reads import BatchReads, FulfilmentReads
 from fulfillment.services import canonical_event_fulfil
 from providers import scheme_get
 from webhooks.deadletters import dead_letter_record
@@ -153,13 +155,44 @@ def _attempt_claim(event_id: str) -> int | None:
     return row[0] if row else None
 
 
-def webhook_event_process(*, event_id: str) -> str | None:
+def webhook_events_claim(*, event_ids: list[str]) -> dict[str, int]:
+    """Count the first attempt of every event of `event_ids` never tried before, in ONE autocommitted
+    statement, and (re)take their leases. Returns {event id: attempts} of those claimed.
+
+    For the set-based path (webhook_events_fulfil): the attempts are durable before any work, as
+    `_attempt_claim` makes them for one event. Only first attempts are claimed together: an event
+    tried before may be the poison that killed the worker running its batch, so it (and every
+    event of that batch, now at attempt 1) runs one by one, claimed alone, and cannot take the
+    others of its message down with it again.
+    """
+    if not event_ids:
+        return {}
+    holder, now = lease_holder_name(), timezone.now()
+    meta, quote, ops = WebhookEvent._meta, connection.ops.quote_name, connection.ops
+    pks = [meta.pk.get_db_prep_value(meta.pk.to_python(event_id), connection) for event_id in event_ids]
+    with connection.cursor() as cursor:  # one autocommitted statement
+        cursor.execute(
+            f"UPDATE {quote(meta.db_table)} SET attempts = attempts + 1, status = %s, lease_holder = %s, "
+            f"lease_expires_at = %s WHERE id IN ({', '.join(['%s'] * len(pks))}) AND status IN (%s, %s, %s) "
+            f"AND attempts = 0 AND (lease_holder = %s OR lease_expires_at IS NULL OR lease_expires_at < %s) "
+            f"RETURNING id, attempts",
+            [WebhookEvent.Status.PROCESSING, holder, ops.adapt_datetimefield_value(_lease_expiry(now)), *pks, *WAITING,
+             holder, ops.adapt_datetimefield_value(now)],
+        )
+        return {str(meta.pk.to_python(event_id)): attempts for event_id, attempts in cursor.fetchall()}
+
+
+def webhook_event_process(*, event_id: str, attempts: int | None = None) -> str | None:
     """Fulfil one stored event. Returns its final status, or None if there was nothing to do.
+
+    Counts the attempt first (`_attempt_claim`), unless `attempts` says this process counted it
+    already (webhook_events_claim, before a batch that failed and is now run one by one).
 
     Raises TransientError-class exceptions (database, broker) for the task to retry; permanent
     failures (ApplicationError with permanent=True) and poison events become dead letters here.
     """
-    attempts = _attempt_claim(event_id)
+    if attempts is None:
+        attempts = _attempt_claim(event_id)
     if attempts is None:
         return None
     # On an event's lines `attempt` is its attempt counter, which counts redeliveries and retries.
@@ -190,6 +223,50 @@ def webhook_event_process(*, event_id: str) -> str | None:
         return _dead_letter(event_id, exc, attempts)
 
 
+# --- Fulfilling a batch of claimed events together -------------------------------------------------
+
+
+def webhook_events_fulfil(*, event_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Fulfil claimed events (webhook_events_claim) together, in ONE transaction. Returns (event id,
+    endpoint slug, `processed` or `ignored`) in `event_ids` order; an event another worker holds is
+    left out.
+
+    One statement locks the rows; the CPU work (decrypt, canonical events) runs for all of them;
+    the catalog, user and preference reads of the batch are made once (fulfillment/reads.py); the
+    effects are applied event by event in `event_ids` order (received order) by the same rules as
+    one by one, so an event sees what the earlier ones of the batch did; then one UPDATE marks every
+    row, one unit of work writes all audit entries (one chain-head lock, bulk INSERTs) and hands
+    the e-mails to one after-commit hook, and one commit ends it. Anything that raises rolls the
+    whole batch back: the caller then runs the events one by one, so a bad event fails alone.
+    """
+    statuses: dict[str, str] = {}
+    with transaction.atomic():
+        # SKIP LOCKED: a row another worker holds is its to finish, as one by one.
+        events = {
+            str(event.id): event
+            for event in WebhookEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("endpoint")
+            .filter(id__in=event_ids, status=WebhookEvent.Status.PROCESSING)
+        }
+        # Each event once, in message order: an id repeated in a message is a redelivery, done already.
+        ordered = [events[event_id] for event_id in dict.fromkeys(map(str, event_ids)) if event_id in events]
+        built = {str(event.id): _event_build(event=event) for event in ordered}
+        reads = BatchReads(provider_events=[(event.endpoint.scheme, built[str(event.id)][2]) for event in ordered])
+        uow = UnitOfWork()
+        for event in ordered:
+            # Lines the consumers log about this event carry its id, as one by one.
+            bind_contextvars(event_id=str(event.id), correlation_id=str(event.id))
+            statuses[str(event.id)] = webhook_event_fulfil(event=event, uow=uow, reads=reads, built=built[str(event.id)])
+        ignored = [event.id for event in ordered if statuses[str(event.id)] == WebhookEvent.Status.IGNORED]
+        WebhookEvent.objects.filter(id__in=[event.id for event in ordered]).update(
+            status=Case(When(id__in=ignored, then=Value(WebhookEvent.Status.IGNORED)), default=Value(WebhookEvent.Status.PROCESSED))
+            if ignored else Value(WebhookEvent.Status.PROCESSED),
+            processed_at=timezone.now(), last_error="", lease_holder="", lease_expires_at=None,
+        )
+        uow.flush()  # last: the audit chain head is locked from here to the commit only
+    return [(str(event.id), event.endpoint.slug, statuses[str(event.id)]) for event in ordered]
+
+
 # --- Fulfilling one stored event: provider payload -> canonical events -> consumers -----------------
 
 
@@ -206,26 +283,36 @@ def webhook_event_canonical_events(*, event: WebhookEvent, payload: dict | None 
     )
 
 
-def webhook_event_fulfil(*, event: WebhookEvent) -> str:
+def webhook_event_fulfil(
+    *, event: WebhookEvent, uow: UnitOfWork | None = None, reads: FulfilmentReads | None = None, built: tuple | None = None
+) -> str:
     """Build the stored event's canonical events and hand each to fulfilment. Returns `processed` or
     `ignored`. Runs inside the processing transaction: a failure anywhere rolls every effect back.
 
     The event is one unit of work: its audit entries and e-mails are collected and flushed at the
     end, so the audit chain head is locked only from there to the commit, and the event's e-mails
-    leave through one after-commit hook.
+    leave through one after-commit hook. Given `uow` (a batch: webhook_events_fulfil), the entries go
+    there and the caller flushes; `reads` and `built` are what the batch prefetched and built.
     """
+    if uow is not None:
+        return _event_fulfil(event=event, uow=uow, reads=reads, built=built)
     uow = UnitOfWork()
-    status = _event_fulfil(event=event, uow=uow)
+    status = _event_fulfil(event=event, uow=uow, reads=reads, built=built)
     uow.flush()
     return status
 
 
-def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
+def _event_build(*, event: WebhookEvent) -> tuple[dict, bool, list[dict]]:
+    """(payload, livemode mismatch, canonical events) of a stored event: decrypt and build, no query."""
     payload = json.loads(webhook_event_body(event=event))
+    mismatch = scheme_get(event.endpoint.scheme).mode_mismatch(payload, mode=event.endpoint.mode)
+    return payload, mismatch, [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
+
+
+def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork, reads: FulfilmentReads | None = None, built: tuple | None = None) -> str:
     endpoint = event.endpoint
     bind_contextvars(endpoint=endpoint.slug)  # on every line about this event from here on (webhooks/tasks.py)
-    mismatch = scheme_get(endpoint.scheme).mode_mismatch(payload, mode=endpoint.mode)
-    canonical_events = [] if mismatch else webhook_event_canonical_events(event=event, payload=payload)
+    _, mismatch, canonical_events = built or _event_build(event=event)
     subjects = canonical_subjects(canonical_events)
     audit_entry_append(
         action="webhook.received",
@@ -250,7 +337,7 @@ def _event_fulfil(*, event: WebhookEvent, uow: UnitOfWork) -> str:
         # One fact (most events): its subjects are the event's, already decrypted. Several: each its own.
         canonical_event_fulfil(
             provider=endpoint.scheme, canonical=canonical, event_id=event.id, uow=uow,
-            subjects=subjects if len(canonical_events) == 1 else None,
+            subjects=subjects if len(canonical_events) == 1 else None, reads=reads,
         )
     return WebhookEvent.Status.PROCESSED
 

@@ -33,11 +33,16 @@ def retry_delay(attempt: int) -> float:
 
 @shared_task(name="webhooks.tasks.webhook_events_process", acks_late=True, reject_on_worker_lost=True)
 def webhook_events_process(event_ids: list[str]) -> None:
-    """Fulfil a batch of stored events, each in its own transaction.
+    """Fulfil a batch of stored events: together in one transaction when it can, else one by one.
 
     The batch is leased first, and the lease renewed while the batch is worked through, so if this
     process dies its events are republished by the sweep once the lease lapses (webhooks/outbox.py).
-    A transient failure re-queues only that event with backoff; the rest of the batch goes on.
+    The events never tried before are claimed in one statement and fulfilled together
+    (`processing.webhook_events_fulfil`, set-based: a constant number of statements for the batch).
+    If that raises, the whole batch rolled back and its events run one by one below, each in its own
+    transaction, so a bad event dead-letters alone; so do events tried before (a retry, or the
+    redelivery of a batch whose worker died). One by one, a transient failure re-queues only that
+    event with backoff; the rest of the batch goes on.
     """
     traced = _events_traced(event_ids)
     try:
@@ -51,9 +56,10 @@ def webhook_events_process(event_ids: list[str]) -> None:
         return
     renewed_at = time.monotonic()
     message_attempt = (webhook_events_process.request.retries or 0) + 1
+    claimed, done = _together_fulfil([event_id for event_id in dict.fromkeys(event_ids) if event_id in held])
     for position, event_id in enumerate(event_ids):
-        if event_id not in held:
-            continue  # finished, or another live worker holds it
+        if event_id not in held or event_id in done:
+            continue  # finished (here, together), or another live worker holds it
         if time.monotonic() - renewed_at > settings.WEBHOOK_LEASE_SECONDS / 3:
             try:
                 held = processing.webhook_events_lease(event_ids=event_ids[position:])
@@ -67,7 +73,10 @@ def webhook_events_process(event_ids: list[str]) -> None:
         try:
             endpoint, traceparent = traced.get(event_id, ("", ""))
             with tracing.event_scope(event_id=event_id, endpoint=endpoint, traceparent=traceparent):
-                status = processing.webhook_event_process(event_id=event_id)
+                if event_id in claimed:  # its attempt is counted already: the batch it was claimed for failed
+                    status = processing.webhook_event_process(event_id=event_id, attempts=claimed[event_id])
+                else:
+                    status = processing.webhook_event_process(event_id=event_id)
             if status and status != "dead":  # a dead letter logs its own warning
                 logger.info("event %s", status, extra={"status": status})
         except TRANSIENT_ERRORS as exc:
@@ -79,6 +88,43 @@ def webhook_events_process(event_ids: list[str]) -> None:
         if status:  # None: nothing to do (finished already, or another worker holds it)
             metrics.event_processing_seconds.labels(status=status).observe(time.perf_counter() - started)
         unbind_contextvars("event_id", "correlation_id", "endpoint")
+
+
+def _together_fulfil(event_ids: list[str]) -> tuple[dict[str, int], set[str]]:
+    """Claim the first attempts among `event_ids` (held, in message order) and fulfil them together.
+
+    Returns (the claimed events and their attempt counters, the events finished here). A claimed
+    event that is not finished (the batch raised, or was too small) is for the one-by-one loop,
+    which must not count its attempt again. With fewer than WEBHOOK_FULFIL_BATCH_MIN_EVENTS events
+    nothing is claimed here: a lone event (the relay under light load) takes the one-by-one path.
+    Metrics: `payhook_event_processing_seconds` gets the batch's time divided by its events, per event.
+    Tracing: the task's span is the batch's (its `event_ids` attribute); no span per event here.
+    """
+    if len(event_ids) < max(settings.WEBHOOK_FULFIL_BATCH_MIN_EVENTS, 2):
+        return {}, set()
+    try:
+        claimed = processing.webhook_events_claim(event_ids=event_ids)
+    except TRANSIENT_ERRORS:
+        return {}, set()  # the one-by-one claims meet the database again and retry as they do
+    batch = [event_id for event_id in event_ids if event_id in claimed]
+    if len(batch) < max(settings.WEBHOOK_FULFIL_BATCH_MIN_EVENTS, 2):
+        return claimed, set()
+    started = time.perf_counter()
+    try:
+        outcomes = processing.webhook_events_fulfil(event_ids=batch)
+    except Exception as exc:  # noqa: BLE001 - rolled back; one by one says which event fails, and how
+        logger.warning("event batch rolled back, its events run one by one",
+                       extra={"events": len(batch), "error": type(exc).__name__})
+        unbind_contextvars("event_id", "correlation_id", "endpoint")
+        return claimed, set()
+    per_event = (time.perf_counter() - started) / max(len(outcomes), 1)
+    for event_id, endpoint, status in outcomes:
+        bind_contextvars(event_id=event_id, correlation_id=event_id, attempt=claimed[event_id], endpoint=endpoint)
+        logger.info("event %s", status, extra={"status": status})
+        metrics.event_processing_seconds.labels(status=status).observe(per_event)
+    unbind_contextvars("event_id", "correlation_id", "endpoint")
+    # An event left out was locked by another worker, which finishes it: nothing more to do here either.
+    return claimed, set(batch)
 
 
 def _events_traced(event_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -112,6 +158,12 @@ def _retry_later(event_id: str, exc: BaseException) -> str:
     except TRANSIENT_ERRORS:
         pass  # the sweep republishes the event once the queue is empty and its retry is overdue
     return "retry"
+
+
+@shared_task(name="payhook.noop_probe", acks_late=True)
+def noop_probe() -> None:
+    """A benchmark and health probe: does nothing, takes no data. Its drain rate on a worker is the
+    ceiling Celery itself puts on a task per message (bench/pipeline.py, phase `noop`)."""
 
 
 @shared_task(name="webhooks.tasks.webhook_events_dispatch")

@@ -221,7 +221,8 @@ class TestContextPerTask:
         assert "leak" not in inside[0]
         assert structlog.contextvars.get_contextvars() == {}
 
-    def test_each_event_of_a_message_is_logged_with_its_id_and_its_own_attempt(self, db, monkeypatch, lines):
+    def test_each_event_of_a_message_is_logged_with_its_id_and_its_own_attempt(self, db, monkeypatch, lines, settings):
+        settings.WEBHOOK_FULFIL_BATCH_MIN_EVENTS = 10**6  # one by one (the batch path: tests/webhooks/test_batch_fulfilment.py)
         events = [WebhookEventFactory(), WebhookEventFactory()]
         ids = [str(event.id) for event in events]
 

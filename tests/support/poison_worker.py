@@ -18,10 +18,11 @@ from webhooks import processing
 _fulfil = processing.webhook_event_fulfil
 
 
-def _poisoned_fulfil(*, event):
+def _poisoned_fulfil(*, event, **batch):
+    # `batch`: the unit of work and reads of a set-based batch; the kill then takes the batch down.
     if event.provider_event_id.startswith("evt_poison"):
         os.kill(os.getpid(), signal.SIGKILL)
-    return _fulfil(event=event)
+    return _fulfil(event=event, **batch)
 
 
 processing.webhook_event_fulfil = _poisoned_fulfil

@@ -133,6 +133,7 @@ class TestSweep:
 class TestTheProcessingTask:
     def test_it_leases_the_whole_message_before_the_first_event_and_renews_while_working(self, settings, monkeypatch):
         settings.WEBHOOK_LEASE_SECONDS = 1  # renewed every third of a second
+        settings.WEBHOOK_FULFIL_BATCH_MIN_EVENTS = 10**6  # the one-by-one path, where renewal matters
         events = [WebhookEventFactory() for _ in range(3)]
         ids = [str(event.id) for event in events]
         seen = []
