@@ -289,6 +289,10 @@ CELERY_BEAT_SCHEDULE = {
 # E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
 # however short: the worker and the recovery task both claim a row before sending, and one wins.
 NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SECONDS", default=15.0)
+# E-mails are claimed (queued → sending), sent and recorded this many at a time (one commit to claim
+# a window, one to record it). A worker killed mid-window leaves up to this many rows `sending`, which
+# are never resent and are settled by the mail provider's delivery events; 1 leaves at most one.
+NOTIFICATION_EMAIL_SEND_WINDOW = env.int("NOTIFICATION_EMAIL_SEND_WINDOW", default=20)
 # The watch logs a warning when the dead-letter table holds this many open rows, or when the
 # oldest unfinished event is older than this. Any dead letter needs a human, so one is enough; an
 # event unfinished after ten minutes means workers are down or stuck (the sweep alone re-dispatches

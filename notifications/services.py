@@ -1,6 +1,7 @@
 import logging
 import time
 import uuid
+from collections import defaultdict
 from datetime import timedelta
 from email.utils import parseaddr
 
@@ -9,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from audit.services import audit_entry_append
@@ -58,7 +59,8 @@ def notification_send(
     Email is at-most-once. The row is written `queued` here; after the caller's transaction commits
     (`transaction.on_commit`; with a unit of work `uow`, the e-mails of the whole unit are handed to
     one such hook when it is flushed) it is claimed `queued → sending` in its own commit, sent, and becomes
-    `sent` (or `failed` with the exception type) in another, one message at a time. A worker that
+    `sent` (or `failed` with the exception type) in another, a window of NOTIFICATION_EMAIL_SEND_WINDOW
+    messages at a time (notification_emails_deliver). A worker that
     dies before the claim leaves `queued`: nothing left, so the recovery task (`notification_emails_queued_deliver`, beat) sends it later. A worker that dies
     after the claim leaves `sending`: the message may or may not have left, and resending could mail
     the user twice, so nothing resends it. Such rows surface through
@@ -212,31 +214,35 @@ def notification_emails_queued_deliver(*, older_than_seconds: float | None = Non
 
 
 def notification_emails_deliver(*, notification_ids: list, subjects: dict[str, dict] | None = None) -> dict[str, str]:
-    """Send `queued` email rows one at a time and record each outcome. Returns {notification id:
-    final status}; rows that are not (any longer) `queued` are left out.
+    """Send `queued` email rows and record each outcome. Returns {notification id: final status};
+    rows that are not (any longer) `queued` are left out.
 
-    Per message: claim it (`queued → sending`, committed), send it, record the outcome (`sent` or
-    `failed`, with its audit entry) in its own commit, then the next. So a process that dies leaves at
-    most one row `sending` (the one on the wire, whose fate is unknown); the rows after it stay
-    `queued` for the recovery task. No transaction is held open while the backend talks to the mail
-    server. `subjects` maps a notification id to the buyer subjects of its outcome's audit entry.
+    In windows of NOTIFICATION_EMAIL_SEND_WINDOW rows: claim the window (`queued → sending`, one
+    commit), send its messages over one backend connection, record their outcomes (`sent` or
+    `failed`, with their audit entries) in one commit, then the next window. A process that dies
+    mid-window leaves that window's rows `sending` (at most a window: the one on the wire and the
+    ones it had claimed; whether each left is unknown, so nothing resends them and the mail
+    provider's delivery events settle them, see notification_email_provider_event); the rows of
+    later windows stay `queued` for the recovery task. A window of 1 is the strictest setting (at
+    most one row `sending`) and costs two commits per e-mail; the default window makes that a few
+    statements per batch of e-mails. No transaction is held open while the backend talks to the
+    mail server. `subjects` maps a notification id to the buyer subjects of its outcome's audit entry.
     """
     outcomes: dict[str, str] = {}
+    window = max(1, settings.NOTIFICATION_EMAIL_SEND_WINDOW)
     with get_connection() as mail:
-        for notification_id in notification_ids:
-            notification = _email_claim(notification_id)
-            if notification is None:
-                continue
-            try:
-                _email_message(notification, mail).send()
-            except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
-                # Only the type: SMTP and provider errors quote recipient addresses in their messages.
-                status, error_type = Notification.Status.FAILED, type(exc).__name__
-            else:
-                status, error_type = Notification.Status.SENT, ""
-            outcomes[str(notification.id)] = _email_outcome_record_persistently(
-                notification, status, error_type=error_type, subjects=(subjects or {}).get(str(notification.id))
-            )
+        for start in range(0, len(notification_ids), window):
+            sent = []
+            for notification in _emails_claim(notification_ids[start : start + window]):
+                try:
+                    _email_message(notification, mail).send()
+                except Exception as exc:  # noqa: BLE001 - any backend error; the outcome is recorded, never retried
+                    # Only the type: SMTP and provider errors quote recipient addresses in their messages.
+                    sent.append((notification, Notification.Status.FAILED, type(exc).__name__))
+                else:
+                    sent.append((notification, Notification.Status.SENT, ""))
+            if sent:
+                outcomes.update(_email_outcomes_record_persistently(sent, subjects=subjects or {}))
     return outcomes
 
 
@@ -245,43 +251,49 @@ def notification_emails_deliver(*, notification_ids: list, subjects: dict[str, d
 _RECORD_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-def _email_outcome_record_persistently(notification: Notification, status: str, *, error_type: str, subjects=None) -> str:
+def _email_outcomes_record_persistently(sent: list[tuple], *, subjects: dict[str, dict]) -> dict[str, str]:
     for delay in _RECORD_RETRY_DELAYS:
         if connection.in_atomic_block:
             break  # inside a caller's transaction a retry cannot help: record once, below
         try:
             with transaction.atomic():
-                return _email_outcome_record(notification, status, error_type=error_type, subjects=subjects)
+                return _email_outcomes_record(sent, subjects=subjects)
         except (OperationalError, InterfaceError) as exc:
-            logger.warning("notification email outcome record will retry: notification=%s error=%s in=%.1fs",
-                           notification.id, type(exc).__name__, delay)
+            logger.warning("notification email outcome record will retry: emails=%s error=%s in=%.1fs",
+                           len(sent), type(exc).__name__, delay)
             connection.close()  # a connection the database dropped is not reused
             time.sleep(delay)
     try:
         with transaction.atomic():
-            return _email_outcome_record(notification, status, error_type=error_type, subjects=subjects)
+            return _email_outcomes_record(sent, subjects=subjects)
     except (OperationalError, InterfaceError) as exc:
-        logger.error("notification email outcome not recorded, row stays sending: notification=%s error=%s",
-                     notification.id, type(exc).__name__)
+        logger.error("notification email outcomes not recorded, rows stay sending: notifications=%s error=%s",
+                     ",".join(str(notification.id) for notification, _, _ in sent), type(exc).__name__)
         raise
 
 
-def _email_claim(notification_id) -> Notification | None:
-    """queued → sending, committed before anything is sent. Only the claimant sends, so two
-    deliverers (the worker and the recovery task) never send one row twice."""
+def _emails_claim(notification_ids: list) -> list[Notification]:
+    """queued → sending for those of `notification_ids` still queued, committed before anything is
+    sent; in the order given. Only the claimant sends, so two deliverers (the worker and the recovery
+    task) never send one row twice: SKIP LOCKED leaves a row the other is claiming to it."""
     with transaction.atomic():
-        notification = (
-            Notification.objects.select_for_update(skip_locked=True, of=("self",))
+        claimed = {
+            notification.id: notification
+            for notification in Notification.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("user")
-            .filter(id=notification_id, status=Notification.Status.QUEUED)
-            .first()
+            .filter(id__in=notification_ids, status=Notification.Status.QUEUED)
+        }
+        if not claimed:
+            return []
+        for notification in claimed.values():
+            notification.status = Notification.Status.SENDING
+            notification.message_id = _message_id(notification)
+        Notification.objects.filter(id__in=list(claimed)).update(
+            status=Notification.Status.SENDING,
+            message_id=Case(*(When(id=pk, then=Value(row.message_id)) for pk, row in claimed.items())),
         )
-        if notification is None:
-            return None
-        notification.status = Notification.Status.SENDING
-        notification.message_id = _message_id(notification)
-        notification.save(update_fields=["status", "message_id"])
-    return notification
+    by_id = {str(pk): row for pk, row in claimed.items()}
+    return [by_id[str(pk)] for pk in dict.fromkeys(map(str, notification_ids)) if str(pk) in by_id]
 
 
 def _message_id(notification: Notification) -> str:
@@ -334,6 +346,38 @@ def _email_outcome_record(notification: Notification, status: str, *, error_type
     else:
         logger.info("notification email sent: notification=%s template=%s", notification.id, notification.template)
     return status
+
+
+def _email_outcomes_record(sent: list[tuple], *, subjects: dict[str, dict]) -> dict[str, str]:
+    """Record a window's outcomes, `sent` = [(notification, status, error type)], in the caller's
+    transaction: one UPDATE per distinct outcome and one audit flush for the window. Conditional on
+    `sending`, as one by one: a row an operator (or a provider event) settled meanwhile is left as it
+    is, and not audited again. Returns {notification id: status}."""
+    now = timezone.now()
+    ids = [notification.id for notification, _, _ in sent]
+    still_sending = set(
+        Notification.objects.select_for_update().filter(id__in=ids, status=Notification.Status.SENDING).values_list("id", flat=True)
+    )
+    uow = UnitOfWork()  # the window's audit entries: one chain append, in send order
+    updates: dict[tuple[str, str], list] = defaultdict(list)
+    outcomes: dict[str, str] = {}
+    for notification, status, error_type in sent:
+        notification.status, notification.error_type = status, error_type[:100]
+        notification.sent_at = now if status == Notification.Status.SENT else None
+        outcomes[str(notification.id)] = status
+        if notification.id in still_sending:
+            updates[(status, notification.error_type)].append(notification.id)
+            _audit(notification, uow=uow, subjects=subjects.get(str(notification.id)))
+        if status == Notification.Status.FAILED:
+            logger.warning("notification email failed: notification=%s template=%s error=%s", notification.id, notification.template, error_type)
+        else:
+            logger.info("notification email sent: notification=%s template=%s", notification.id, notification.template)
+    for (status, error_type), row_ids in updates.items():
+        Notification.objects.filter(id__in=row_ids).update(
+            status=status, error_type=error_type, sent_at=now if status == Notification.Status.SENT else None
+        )
+    uow.flush()
+    return outcomes
 
 
 # --- Delivery events from the mail provider ---------------------------------------------------------

@@ -1,5 +1,6 @@
-"""E-mail leaves one message at a time (claim, send, record), so a process that dies mid-send leaves
-at most one row `sending`; the mail provider's delivery events settle such rows."""
+"""E-mail leaves a window of NOTIFICATION_EMAIL_SEND_WINDOW messages at a time (claim the window, send,
+record the window), so a process that dies mid-send leaves at most a window of rows `sending` (one with
+a window of 1); the mail provider's delivery events settle such rows."""
 
 import uuid
 
@@ -39,8 +40,9 @@ def _statuses(rows) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_process_dying_mid_send_leaves_one_row_sending_the_rest_queued(settings):
+def test_with_a_window_of_one_a_process_dying_mid_send_leaves_one_row_sending_the_rest_queued(settings):
     settings.EMAIL_BACKEND = "tests.notifications.services.test_notification_email_window.DiesOnSecondMessage"
+    settings.NOTIFICATION_EMAIL_SEND_WINDOW = 1
     DiesOnSecondMessage.sent = 0
     rows = _queued_emails(3)
 
@@ -50,6 +52,42 @@ def test_a_process_dying_mid_send_leaves_one_row_sending_the_rest_queued(setting
     # Recorded before the next was claimed; the one on the wire is ambiguous; the last is untouched.
     assert _statuses(rows) == ["sent", "sending", "queued"]
     assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_dying_mid_window_leaves_that_window_sending_and_later_windows_queued(settings):
+    settings.EMAIL_BACKEND = "tests.notifications.services.test_notification_email_window.DiesOnSecondMessage"
+    settings.NOTIFICATION_EMAIL_SEND_WINDOW = 3
+    DiesOnSecondMessage.sent = 0
+    rows = _queued_emails(5)
+
+    with pytest.raises(ProcessDeath):
+        notification_emails_deliver(notification_ids=[row.pk for row in rows])
+
+    # The first window was claimed in one commit; its outcomes were not recorded, so all three stay
+    # ambiguous (one left, one was on the wire, one never left) and nothing resends them. The second
+    # window was never claimed.
+    assert _statuses(rows) == ["sending", "sending", "sending", "queued", "queued"]
+    assert len(mail.outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_window_is_claimed_and_recorded_in_a_constant_number_of_statements(settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.NOTIFICATION_EMAIL_SEND_WINDOW = 50
+
+    def statements(n: int) -> int:
+        rows = _queued_emails(n)
+        with CaptureQueriesContext(connection) as captured:
+            outcomes = notification_emails_deliver(notification_ids=[row.pk for row in rows])
+        assert set(outcomes.values()) == {"sent"} and len(outcomes) == n
+        assert _statuses(rows) == ["sent"] * n
+        return len(captured.captured_queries)
+
+    # One message at a time cost ~12 statements per e-mail; a window's cost does not grow with it.
+    assert statements(20) == statements(5)
 
 
 @pytest.mark.django_db
@@ -70,7 +108,7 @@ def test_the_message_carries_its_message_id_and_the_notification_id_for_the_prov
 @pytest.mark.django_db(transaction=True)
 def test_a_database_blip_while_recording_does_not_leave_a_sent_email_ambiguous(monkeypatch, caplog):
     [row] = _queued_emails(1)
-    record = notification_services._email_outcome_record
+    record = notification_services._email_outcomes_record
     failures = iter([OperationalError("server closed the connection unexpectedly")])
 
     def flaky(*args, **kwargs):
@@ -79,7 +117,7 @@ def test_a_database_blip_while_recording_does_not_leave_a_sent_email_ambiguous(m
             raise failure
         return record(*args, **kwargs)
 
-    monkeypatch.setattr(notification_services, "_email_outcome_record", flaky)
+    monkeypatch.setattr(notification_services, "_email_outcomes_record", flaky)
     monkeypatch.setattr(notification_services, "_RECORD_RETRY_DELAYS", (0.01, 0.01))
 
     assert notification_emails_deliver(notification_ids=[row.pk]) == {str(row.pk): "sent"}
