@@ -9,7 +9,8 @@ docs/benchmarks.md. What it does, in order:
    flushes its own Redis database (14), which is the Celery broker. No Celery worker runs.
 2. For each worker count (--workers, default 2,3,4) starts the Procfile's `web` line as is
    (gunicorn, WEB_CONCURRENCY=N), then the same line with bench.ideal.wsgi (a bare view: Stripe
-   HMAC, JSON parse, one INSERT … ON CONFLICT DO NOTHING), and measures accepted/s in a closed loop.
+   HMAC, JSON parse, one INSERT … ON CONFLICT DO NOTHING; plain Django with no middleware unless
+   --ideal-middleware payhook), and measures accepted/s in a closed loop.
 3. At the best worker count: p50/p99/max at a fixed rate (default 300/s) OPEN LOOP, each latency
    measured from the request's scheduled send time t0 + i/rate; then the same for redeliveries
    (saturation and open loop); then a py-spy profile of the web workers under saturation.
@@ -347,6 +348,7 @@ class Bench:
             DJANGO_DEBUG="false",  # the checkout's .env may say true; the environment wins over it
             SENTRY_DSN="",
             BENCH_IDEAL_SECRET=self.secret,
+            BENCH_IDEAL_MIDDLEWARE=args.ideal_middleware,
             PYTHONUNBUFFERED="1",
         )
         self.phases: list[Phase] = []
@@ -779,6 +781,8 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     parser.add_argument("--profile-seconds", type=float, default=10.0, help="py-spy profile length (0: no profile)")
     parser.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--ideal-middleware", choices=("none", "payhook"), default="none",
+                        help="the ideal's middleware: none (issue 13's plain Django) or payhook's whole list (the old ideal)")
     parser.add_argument("--database", default="payhook_bench", help="PostgreSQL database, DROPPED and recreated")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
