@@ -163,8 +163,16 @@ class _Exchange(asyncio.Protocol):
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             return
-        match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", self.buf[:end])
-        if match is None or len(self.buf) >= end + 4 + int(match.group(1)):
+        head = self.buf[:end]
+        match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        if match is not None:
+            complete = len(self.buf) >= end + 4 + int(match.group(1))
+        elif re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
+            # Plain Django (no CommonMiddleware) sets no Content-Length: gunicorn then sends chunks.
+            complete = self.buf.endswith(b"0\r\n\r\n")
+        else:
+            complete = True
+        if complete:
             self.done.set_result((time.perf_counter(), bytes(self.buf)))
             # Close now, as HTTP clients do after a `Connection: close` response: gunicorn's sync
             # worker half-closes and then blocks until the peer's FIN (util.close_graceful), so a
@@ -212,6 +220,8 @@ async def exchange(index: int, request: bytes, *, port: int, scheduled: float, t
             transport.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     try:
+        if re.search(rb"(?i)\r\ntransfer-encoding:\s*chunked", head):
+            body = dechunk(body)
         code = int(head.split(b" ", 2)[1])
         payload = json.loads(body) if body else {}
         status = str(payload.get("status") or payload.get("error") or "")
@@ -219,6 +229,20 @@ async def exchange(index: int, request: bytes, *, port: int, scheduled: float, t
     except (ValueError, IndexError, AttributeError):
         return Outcome(index, scheduled, started, finished, -1, "unparseable_response")
     return Outcome(index, scheduled, started, finished, code, status, event_id)
+
+
+def dechunk(body: bytes) -> bytes:
+    """A chunked body's content (its chunk sizes and trailers removed)."""
+    out, pos = bytearray(), 0
+    while True:
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0:
+            raise ValueError("truncated chunked body")
+        size = int(body[pos:line_end].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[line_end + 2:line_end + 2 + size]
+        pos = line_end + 2 + size + 2
 
 
 async def closed_loop(requests: list[bytes], *, port: int, concurrency: int, seconds: float, timeout: float):
