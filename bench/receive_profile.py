@@ -33,6 +33,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--body-bytes", type=int, default=2500)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--handler", choices=("web", "full-chain"), default="web",
+                        help="web: the web process's application (lean chain on /webhooks/); full-chain: Django's "
+                             "WSGIHandler with every MIDDLEWARE (as before issue 13)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="only time the requests (cProfile's own overhead inflates the CPU figures)")
     args = parser.parse_args()
     if "bench" not in args.database or not re.fullmatch(r"[a-z_][a-z0-9_]*", args.database):
         parser.error("--database must be a plain name containing 'bench' (it is dropped and recreated)")
@@ -58,14 +63,20 @@ def main() -> int:
     from django.test import RequestFactory
 
     from bench.ingest import Bodies, redelivered
-    from config.handlers import application_build
     from providers import scheme_get
     from webhooks import endpoints
 
     call_command("migrate", verbosity=0)
     secret = "whsec_" + secrets.token_urlsafe(32)
     endpoints.webhook_endpoint_create(slug="bench", scheme="stripe", secret=secret)
-    application = application_build()
+    if args.handler == "web":
+        from config.handlers import application_build
+
+        application = application_build()
+    else:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        application = WSGIHandler()
     scheme = scheme_get("stripe")
     factory = RequestFactory()
 
@@ -93,15 +104,16 @@ def main() -> int:
     ):
         profiler = cProfile.Profile()
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        profiler.enable()
+        if args.profile:
+            profiler.enable()
         answers = [call(environ) for environ in environs]
         profiler.disable()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         assert all(json.loads(a)["status"] == expected for a in answers), answers[:3]
         n = len(environs)
-        print(f"\n=== {phase}: {n} requests, {wall / n * 1e6:.0f} µs wall and {cpu / n * 1e6:.0f} µs CPU per request "
-              f"(under cProfile: compare phases and runs, not absolute figures)")
-        for order in ("tottime", "cumulative"):
+        print(f"\n=== {phase} ({args.handler}): {n} requests, {wall / n * 1e6:.0f} µs wall and {cpu / n * 1e6:.0f} µs CPU "
+              f"per request{' (under cProfile: compare phases and runs, not absolute figures)' if args.profile else ''}")
+        for order in ("tottime", "cumulative") if args.profile else ():
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).strip_dirs().sort_stats(order).print_stats(args.top)
             print(text.getvalue().split("\n", 6)[-1])
