@@ -93,6 +93,19 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# What a provider's POST to /webhooks/<slug>/ goes through instead (config/handlers.py), a subset of
+# MIDDLEWARE kept in its order (plus the tracing middleware when tracing is on). Kept: JSON for every
+# error answer (the contract); the security middleware (the HTTPS redirect behind the TLS proxy and
+# the hardening headers, a few header writes); CommonMiddleware, which validates the Host header
+# against ALLOWED_HOSTS (a bad one is a JSON 400) and sets Content-Length. Left out: sessions, CSRF
+# (the view is csrf_exempt: the signature authenticates), users, messages, static files, frame
+# options and django-axes, none of which a webhook uses.
+WEBHOOK_MIDDLEWARE = [
+    "config.errors.JsonErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
 # Admin logins go through django-axes first: past AXES_FAILURE_LIMIT wrong passwords for one
 # username from one address, that pair is refused (even with the right password) for the cool-off.
 AUTHENTICATION_BACKENDS = [

@@ -1,15 +1,17 @@
 import os
 
 import django
-from django.core.handlers.wsgi import WSGIHandler
 
+from config.handlers import application_build
 from config.tracing import tracing_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 # get_wsgi_application(), with tracing turned on (if configured) between the apps loading and the
-# handler building its middleware chain, which must include the tracing middleware. Each gunicorn
-# worker imports this after its fork, so each has its own exporter thread.
+# handlers building their middleware chains, which must include the tracing middleware. Each gunicorn
+# worker imports this after its fork, so each has its own exporter thread. /webhooks/ requests get
+# their own, lean chain (config/handlers.py).
 django.setup(set_prefix=False)
 tracing_init()
-application = WSGIHandler()
+
+application = application_build()

@@ -4,6 +4,7 @@ round trip on the hot path; nothing is stored for a delivery that does not verif
 
 import json
 import logging
+import struct
 import time
 from dataclasses import dataclass
 
@@ -186,8 +187,10 @@ def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body
         provider_event_id=delivery.provider_event_id,
         event_type=delivery.event_type,
         content_hash=scheme.content_hash(delivery.payload),
-        body_encrypted=encryption.encrypt(body),
-        headers_encrypted=encryption.encrypt(_headers_serialize(delivery.used_headers)),
+        # One token for the body and the headers it was signed with (one encryption, not two):
+        # webhook_event_body / webhook_event_headers read both formats.
+        body_encrypted=encryption.encrypt(_body_and_headers_frame(body, delivery.used_headers)),
+        headers_encrypted=b"",
         received_at=timezone.now(),
         provider_created_at=event_time_utc(delivery.provider_created_at),  # a provider's absurd time is no time
         traceparent=tracing.traceparent_current(),  # its processing joins this request's trace ("" when off)
@@ -221,9 +224,40 @@ def _headers_serialize(headers: dict[str, str]) -> bytes:
     return json.dumps(headers, separators=(",", ":")).encode()
 
 
+# Stored events come in two formats:
+# - up to issue 13: body_encrypted = token(raw body), headers_encrypted = token(headers JSON);
+# - since: body_encrypted = token(frame), headers_encrypted = b"" (one encryption per event, not
+#   two). The frame is _FRAME_MARK, the headers JSON's length (4 bytes, big-endian), the headers
+#   JSON, then the raw body as received.
+# The mark tells them apart from the body token alone (readers often defer the headers column):
+# a stored body is a JSON text, whose first character (whitespace or a value) is never U+0000, so
+# in none of the encodings json.loads has ever accepted (UTF-8, -16, -32) does it start with four
+# zero bytes.
+_FRAME_MARK = b"\x00\x00\x00\x00ph1"
+_FRAME_LENGTH = struct.Struct(">I")
+
+
+def _body_and_headers_frame(body: bytes, headers: dict[str, str]) -> bytes:
+    serialized = _headers_serialize(headers)
+    return _FRAME_MARK + _FRAME_LENGTH.pack(len(serialized)) + serialized + body
+
+
+def _frame_split(plaintext: bytes) -> tuple[bytes, bytes] | None:
+    """(raw body, headers JSON) from a frame; None for an old-format body."""
+    if not plaintext.startswith(_FRAME_MARK):
+        return None
+    start = len(_FRAME_MARK) + _FRAME_LENGTH.size
+    (length,) = _FRAME_LENGTH.unpack_from(plaintext, len(_FRAME_MARK))
+    return plaintext[start + length :], plaintext[start : start + length]
+
+
 def webhook_event_body(*, event: WebhookEvent) -> bytes:
-    return encryption.decrypt(event.body_encrypted)
+    plaintext = encryption.decrypt(event.body_encrypted)
+    frame = _frame_split(plaintext)
+    return plaintext if frame is None else frame[0]
 
 
 def webhook_event_headers(*, event: WebhookEvent) -> dict[str, str]:
-    return json.loads(encryption.decrypt(event.headers_encrypted))
+    frame = _frame_split(encryption.decrypt(event.body_encrypted))
+    serialized = encryption.decrypt(event.headers_encrypted) if frame is None else frame[1]
+    return json.loads(serialized)
