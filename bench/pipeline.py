@@ -943,7 +943,7 @@ def metrics_table(change: dict) -> str:
 # (category, markers) — a sample goes to the first category with a marker in any frame of its stack.
 PROFILE_CATEGORIES = [
     ("e-mail delivery after commit (render, send, mark sent + its audit append)", ["notification_emails_deliver (notifications/services.py", "notification_email_deliver (notifications/services.py"]),
-    ("audit: waiting for / locking the chain head", ["_chain_head_lock (audit/services.py"]),
+    ("audit: waiting for / locking a chain shard head", ["_chain_shard_lock (audit/services.py"]),
     ("audit: redaction", ["(audit/redaction.py"]),
     ("audit: rest of append (dedup SELECT, hash, INSERT, subjects, head UPDATE)",
      ["audit_entry_append (audit/services.py", "audit_entries_append (audit/services.py", "_entries_append_chained (audit/services.py",

@@ -1,8 +1,8 @@
 """A unit of work: the writes one transaction batches until its end, passed explicitly.
 
 Event processing appends several audit entries and queues several e-mails in one transaction. Written
-one by one, the first audit append would lock the chain head (audit/services.py) for the rest of the
-event; so the code that owns the transaction creates a `UnitOfWork`, passes it as `uow=` to the
+one by one, the first audit append would hold a chain shard's head (audit/services.py) for the rest of
+the transaction, and each append would be its own round trips; so the code that owns the transaction creates a `UnitOfWork`, passes it as `uow=` to the
 services it calls, and flushes it as its last step before the commit. A service given a unit of work
 hands it the write instead of making it; given None (admin actions, commands, dead letters) it
 writes at once. The object lives in `config` because every layer takes it, and it knows no app: each
