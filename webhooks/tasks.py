@@ -136,3 +136,19 @@ def _outbox_relay_start(**kwargs) -> None:
 def _outbox_relay_stop(**kwargs) -> None:
     if _relay is not None:
         _relay.stop()
+
+
+@shared_task(name="webhooks.tasks.event_partitions_ensure")
+def event_partitions_ensure() -> int:
+    """Periodic (beat): the events table's monthly partitions for the months ahead (webhooks/partitions.py)."""
+    from webhooks.partitions import event_partitions_ensure as ensure  # here: the top of this file is H1's
+
+    return ensure()
+
+
+@shared_task(name="webhooks.tasks.event_payloads_remove")
+def event_payloads_remove() -> int:
+    """Periodic (beat): empty the raw payloads of finished events past RAW_PAYLOAD_RETENTION_DAYS."""
+    from webhooks.retention import event_payloads_remove as remove
+
+    return remove()
