@@ -40,7 +40,6 @@ from bench.pipeline import CATALOG, SLUG, Events, loadavg, log, redelivered, str
 from bench.store import Store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-STATE = RESULTS / "growth-state.json"
 SPAN_DAYS = 400
 TOKENS = 500
 
@@ -96,10 +95,12 @@ class Growth:
         self.args = args
         self.store = Store(args)
         RESULTS.mkdir(parents=True, exist_ok=True)
+        default = args.database == "payhook_growthbench"
+        self.state_file = RESULTS / ("growth-state.json" if default else f"growth-state-{args.database}.json")
 
     # -- state shared by the steps --
     def state(self) -> dict:
-        return json.loads(STATE.read_text())
+        return json.loads(self.state_file.read_text())
 
     def env(self) -> dict:
         state = self.state()
@@ -130,7 +131,7 @@ class Growth:
     def setup(self) -> None:
         from cryptography.fernet import Fernet
 
-        STATE.write_text(json.dumps({
+        self.state_file.write_text(json.dumps({
             "django_secret": secrets.token_urlsafe(50), "fernet": Fernet.generate_key().decode(),
             "blind": secrets.token_urlsafe(32), "chain": secrets.token_urlsafe(32),
             "secret": "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -184,7 +185,7 @@ class Growth:
                 conn.execute(_EVENTS, params)
             loaded = last
             state["loaded"] = loaded
-            STATE.write_text(json.dumps(state))
+            self.state_file.write_text(json.dumps(state))
             rate = (loaded - at_start) / (time.monotonic() - started)
             log(f"loaded {loaded:,} rows ({rate:,.0f} rows/s this run; load {loadavg()})")
         self.store.execute("ANALYZE webhooks_webhookevent")
