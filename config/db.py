@@ -170,8 +170,8 @@ def row_insert_keyed_if_current(
             return None, current, None
         with transaction.atomic():
             if rows_insert_new([key], conflict_fields=(key_model._meta.pk.name,)):
-                inserted = rows_insert_new([obj], conflict_fields=(model._meta.pk.name,))
-                return next(iter(inserted)), current, None
+                model._base_manager.bulk_create([obj])  # its key was new, so the row is: a plain INSERT
+                return obj.pk, current, None
         return None, current, key_model._default_manager.filter(pk=key_value).first()
     params = [owner_id]
     params += [field.get_db_prep_save(getattr(key, field.attname), connection) for field in key_fields]
