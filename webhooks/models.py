@@ -111,6 +111,9 @@ class WebhookEvent(models.Model):
             models.Index(fields=["endpoint", "received_at"], name="webhookevent_endpoint_received"),
             models.Index(fields=["event_type", "received_at"], name="webhookevent_type_received"),
             models.Index(fields=["provider_event_id"], name="webhookevent_provider_id"),
+            # The admin's and support's search by key read the events table; the unique index that served
+            # them moved to EventKey (partitioning), so a plain one stays here (the same write cost as before).
+            models.Index(fields=["idempotency_key"], name="webhookevent_idempotency_key"),
             # The outbox: only rows the relay has still to publish, so its poll stays cheap under a backlog.
             models.Index(
                 fields=["received_at"], name="webhookevent_outbox", condition=models.Q(status="received", dispatched_at__isnull=True)
