@@ -135,3 +135,19 @@ def test_partitions_are_created_ahead_and_a_month_already_in_default_is_left_the
     assert month(5) not in names  # DEFAULT holds a row of that month: not moved, not lost, no failure
     assert _partition_of(stray.id) == "webhooks_webhookevent_default"
     assert event_partitions_ensure(months_ahead=6) == 0
+
+
+@pytest.mark.django_db
+def test_a_redelivery_is_answered_in_one_round_trip_like_a_new_event(stripe_endpoint, stripe_secret, django_assert_num_queries):
+    from webhooks.receiving import endpoint_cache_clear, webhook_event_receive
+
+    endpoint_cache_clear()
+    warm = _stripe_body("evt_warm")
+    webhook_event_receive(slug="stripe", body=warm, headers=signed_headers("stripe", stripe_secret, warm))  # loads the keys
+    body = _stripe_body("evt_round_trips")
+
+    with django_assert_num_queries(1):
+        assert webhook_event_receive(slug="stripe", body=body, headers=signed_headers("stripe", stripe_secret, body)).created
+    with django_assert_num_queries(1):
+        again = webhook_event_receive(slug="stripe", body=body, headers=signed_headers("stripe", stripe_secret, body))
+    assert not again.created
