@@ -11,7 +11,8 @@ Run from the repo root: `.venv/bin/python bench/growth.py --help`.
    Times are spread evenly over 400 days before the set-up time (a low-discrepancy sequence, so 10 k
    rows spread as 10 M do); rows older than --retention-days are finished with their payload removed,
    as retention leaves them; recent rows carry a real encrypted Stripe body (one of 500 tokens).
-3. `measure --label L`: in this process, with the real services:
+3. `measure --label L`: migrates the database to this revision and ANALYZEs it, then in this process,
+   with the real services:
    (a) ingest: --events new signed events through `webhook_event_receive`, then each again (a
        redelivery: the duplicate path), events/s of each;
    (b) relay poll: with those events as the backlog, EXPLAIN ANALYZE of the relay's claim query and the
@@ -193,6 +194,8 @@ class Growth:
 
     def measure(self) -> dict:
         args, state = self.args, self.state()
+        self.manage("migrate", "--no-input")  # a database loaded by an earlier revision gets what came since
+        self.store.execute("ANALYZE")
         self.django()
         from django.db import connection, transaction
 
