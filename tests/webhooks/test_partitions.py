@@ -151,3 +151,48 @@ def test_a_redelivery_is_answered_in_one_round_trip_like_a_new_event(stripe_endp
     with django_assert_num_queries(1):
         again = webhook_event_receive(slug="stripe", body=body, headers=signed_headers("stripe", stripe_secret, body))
     assert not again.created
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_delivery_committed_while_the_insert_waited_is_still_found(stripe_endpoint, stripe_secret):
+    """The statement's snapshot predates the other transaction's commit, so the conflict finds no
+    stored key in it: the stored row is read once more, never answered as new or as an error."""
+    import threading
+
+    import psycopg
+    from django.db import connections
+
+    from webhooks.receiving import endpoint_cache_clear, webhook_event_receive
+
+    endpoint_cache_clear()
+    body = _stripe_body("evt_race")
+    content_hash = scheme_get("stripe").content_hash(json.loads(body))
+    other_id = uuid7()
+    params = connections["default"].get_connection_params()
+    dsn = {k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
+    other = psycopg.connect(**dsn)  # a transaction of another web process, holding the key uncommitted
+    other.execute(
+        "INSERT INTO webhooks_eventkey (idempotency_key, event_id, content_hash, received_at) VALUES (%s, %s, %s, now())",
+        ["stripe:evt_race", other_id, content_hash],
+    )
+    outcome = {}
+
+    def receive():
+        try:
+            outcome["result"] = webhook_event_receive(slug="stripe", body=body, headers=signed_headers("stripe", stripe_secret, body))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    with psycopg.connect(**dsn, autocommit=True) as watcher:
+        waiting = 0
+        while not waiting and thread.is_alive():  # until the INSERT waits on the other transaction's key
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%%webhooks_eventkey%%'"
+            ).fetchone()[0]
+    other.commit()
+    other.close()
+    thread.join()
+
+    assert outcome["result"].created is False and outcome["result"].event_id == str(other_id)
