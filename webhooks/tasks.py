@@ -9,7 +9,7 @@ from django.db import InterfaceError, OperationalError
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
 from config import metrics, tracing
-from webhooks import outbox, processing
+from webhooks import outbox, partitions, processing, retention
 from webhooks.models import WebhookEvent
 from webhooks.outbox import webhook_event_retry_publish
 from webhooks.relay import OutboxRelay
@@ -141,14 +141,10 @@ def _outbox_relay_stop(**kwargs) -> None:
 @shared_task(name="webhooks.tasks.event_partitions_ensure")
 def event_partitions_ensure() -> int:
     """Periodic (beat): the events table's monthly partitions for the months ahead (webhooks/partitions.py)."""
-    from webhooks.partitions import event_partitions_ensure as ensure  # here: the top of this file is H1's
-
-    return ensure()
+    return partitions.event_partitions_ensure()
 
 
 @shared_task(name="webhooks.tasks.event_payloads_remove")
 def event_payloads_remove() -> int:
     """Periodic (beat): empty the raw payloads of finished events past RAW_PAYLOAD_RETENTION_DAYS."""
-    from webhooks.retention import event_payloads_remove as remove
-
-    return remove()
+    return retention.event_payloads_remove()
