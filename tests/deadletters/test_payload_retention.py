@@ -147,3 +147,18 @@ class TestReplayRefused:
         page = client.get(f"/admin/webhooks/webhookevent/{removed.event_id}/change/")
 
         assert page.status_code == 200 and REASON in page.content.decode()
+
+
+def test_beat_runs_retention_and_the_partitions_ahead(stripe_endpoint, settings):
+    from config.celery_app import app
+    from webhooks import tasks
+
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"webhooks.tasks.event_payloads_remove", "webhooks.tasks.event_partitions_ensure"} <= scheduled
+    assert {"webhooks.tasks.event_payloads_remove", "webhooks.tasks.event_partitions_ensure"} <= set(app.tasks)
+    old = _old(stripe_endpoint, S.PROCESSED)
+
+    assert tasks.event_payloads_remove() == 1 and tasks.event_partitions_ensure() == 0  # all exist already
+
+    old.refresh_from_db()
+    assert old.payload_removed_at is not None
