@@ -74,6 +74,7 @@ ALLOWED_DATA: dict[str, dict] = {
     "dlq.resolved": _DEAD_LETTER_ACTION,
     "dlq.discarded": _DEAD_LETTER_ACTION,
     "event.reprocessed": {"previous_status": _EVENT_STATUS, "via": CODE},
+    "event.payloads_removed": {"removed": COUNT, "cutoff": TIMESTAMP, "retention_days": COUNT},
     "endpoint.secret_added": _SECRET_CHANGE,
     "endpoint.secret_removed": _SECRET_CHANGE,
     "preferences.changed": {

@@ -30,6 +30,8 @@ class AuditAction(models.TextChoices):
     ENTITLEMENT_BLOCKED = "entitlement.blocked"
     # Support read a customer's story (support/, issue 12): who looked up whom, never the term in clear.
     CUSTOMER_LOOKED_UP = "customer.looked_up"
+    # Retention emptied the raw bodies of finished events older than RAW_PAYLOAD_RETENTION_DAYS (issue 13).
+    EVENT_PAYLOADS_REMOVED = "event.payloads_removed"
 
 
 class AuditEntry(models.Model):

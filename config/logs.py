@@ -20,7 +20,6 @@ scrubber, which is also why log messages must not carry data.
 """
 
 import functools
-import logging
 import re
 import sys
 import traceback

@@ -298,7 +298,24 @@ CELERY_BEAT_SCHEDULE = {
         "task": "webhooks.monitoring.provisioning_slo_check",
         "schedule": env.float("PROVISIONING_SLO_CHECK_INTERVAL_SECONDS", default=60.0),
     },
+    # Monthly partitions of the events table, EVENT_PARTITIONS_AHEAD_MONTHS ahead (PostgreSQL; a no-op on SQLite).
+    "event-partitions-ensure": {
+        "task": "webhooks.tasks.event_partitions_ensure",
+        "schedule": 6 * 3600.0,
+    },
+    # Raw payloads of finished events past RAW_PAYLOAD_RETENTION_DAYS emptied, in batches (webhooks/retention.py).
+    "event-payloads-remove": {
+        "task": "webhooks.tasks.event_payloads_remove",
+        "schedule": env.float("RAW_PAYLOAD_RETENTION_INTERVAL_SECONDS", default=3600.0),
+    },
 }
+# Raw bodies and headers of finished events are emptied this many days after receipt (hash, ids and
+# outcome stay; such an event can no longer be replayed). 0 or empty: keep them forever.
+_RAW_PAYLOAD_RETENTION = env.str("RAW_PAYLOAD_RETENTION_DAYS", default="30").strip()
+RAW_PAYLOAD_RETENTION_DAYS = int(_RAW_PAYLOAD_RETENTION) if _RAW_PAYLOAD_RETENTION else 0
+# How many months ahead the events table's monthly partitions exist (an insert never fails without one:
+# it lands in the DEFAULT partition).
+EVENT_PARTITIONS_AHEAD_MONTHS = env.int("EVENT_PARTITIONS_AHEAD_MONTHS", default=3)
 # E-mails still `queued` this long after their event committed are sent by the recovery task. Safe
 # however short: the worker and the recovery task both claim a row before sending, and one wins.
 NOTIFICATION_RECOVERY_AFTER_SECONDS = env.float("NOTIFICATION_RECOVERY_AFTER_SECONDS", default=15.0)

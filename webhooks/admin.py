@@ -20,6 +20,7 @@ from webhooks.exceptions import WebhookError
 from webhooks.models import DeadLetter, EndpointSecret, WebhookEndpoint, WebhookEvent
 from webhooks.processing import webhook_event_canonical_events
 from webhooks.receiving import webhook_event_body
+from webhooks.retention import payload_removed_reason
 from webhooks.throttling import sources_parse
 
 logger = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     readonly_fields = [
         "id", "endpoint", "idempotency_key", "provider_event_id", "event_type", "status", "content_hash",
         "received_at", "provider_created_at", "dispatched_at", "processed_at", "attempts", "last_error",
-        "dead_letter_links",
+        "payload_removed_at", "dead_letter_links",
     ]
     actions = ["reprocess"]
 
@@ -216,6 +217,8 @@ class WebhookEventAdmin(admin.ModelAdmin):
 
     @admin.display(description="raw payload (decrypted)")
     def raw_payload(self, obj):
+        if obj.payload_removed_at is not None:
+            return f"— {payload_removed_reason()} (on {obj.payload_removed_at:%Y-%m-%d})"
         body = webhook_event_body(event=obj)  # loads the deferred column for this one row
         try:
             text = json.dumps(json.loads(body), indent=2, sort_keys=True)
@@ -252,9 +255,14 @@ class WebhookEventAdmin(admin.ModelAdmin):
         outcome = deadletters.webhook_events_reprocess_bulk(queryset=queryset, user=request.user, via="admin")
         self.message_user(
             request,
-            f"Reprocessing {outcome.acted} event(s); skipped {outcome.skipped} still received or being processed.",
+            f"Reprocessing {outcome.acted} event(s); skipped {outcome.skipped - outcome.payload_removed} still received "
+            f"or being processed.",
             messages.SUCCESS if outcome.acted else messages.WARNING,
         )
+        if outcome.payload_removed:
+            self.message_user(
+                request, f"Skipped {outcome.payload_removed} event(s): {payload_removed_reason()}.", messages.WARNING
+            )
 
 
 # --- Dead letters ----------------------------------------------------------------------------------------
@@ -372,10 +380,15 @@ class DeadLetterAdmin(admin.ModelAdmin):
     @admin.action(description="Replay selected open dead letters", permissions=["operate"])
     def replay(self, request, queryset):
         outcome = deadletters.dead_letter_replay_bulk(queryset=queryset, user=request.user)
-        skipped = f"; skipped {outcome.skipped} that are not open or have no stored event" if outcome.skipped else ""
+        others = outcome.skipped - outcome.payload_removed
+        skipped = f"; skipped {others} that are not open or have no stored event" if others else ""
         self.message_user(
             request, f"Replayed {outcome.acted} dead letter(s){skipped}.", messages.SUCCESS if outcome.acted else messages.WARNING
         )
+        if outcome.payload_removed:
+            self.message_user(
+                request, f"Skipped {outcome.payload_removed} dead letter(s): {payload_removed_reason()}.", messages.WARNING
+            )
 
     @admin.action(description="Resolve selected dead letters (with a note)", permissions=["operate"])
     def resolve(self, request, queryset):

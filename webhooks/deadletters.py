@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from audit.redaction import redact_text
@@ -29,6 +29,7 @@ from config import metrics
 from config.exceptions import ApplicationError
 from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.outbox import webhook_events_publish
+from webhooks.retention import event_payload_removed_error
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class EventInFlight(DeadLetterError):
 class BulkOutcome:
     acted: int
     skipped: int
+    payload_removed: int = 0  # of the skipped: events whose raw payload retention removed (webhooks/retention.py)
 
 
 # --- What a dead letter keeps of its error ---------------------------------------------------------------
@@ -280,7 +282,11 @@ def dead_letter_record(
 
 # Replayed rows may still be closed by hand (the replay worked, or the operator gives up on it).
 CLOSABLE = Q(status__in=(DeadLetter.Status.OPEN, DeadLetter.Status.REPLAYED))
-REPLAYABLE = Q(status=DeadLetter.Status.OPEN, event__isnull=False)
+# An event whose raw payload retention removed has nothing left to replay. EXISTS, not a join: a join
+# would make the FOR UPDATE of the dead letters lock their events too.
+REPLAYABLE = Q(status=DeadLetter.Status.OPEN, event__isnull=False) & Q(
+    Exists(WebhookEvent.objects.filter(pk=OuterRef("event_id"), payload_removed_at__isnull=True))
+)
 
 
 def _rows_lock(queryset: QuerySet, eligible: Q, *fields: str, skip_locked: bool = False) -> tuple[int, list[tuple]]:
@@ -339,12 +345,21 @@ def dead_letter_replay_bulk(*, queryset: QuerySet, user, note: str = "") -> Bulk
             _rows_audit(rows, action="dlq.replayed", user=user, note=note)
             transaction.on_commit(lambda: _events_enqueue(event_ids))
             transaction.on_commit(lambda: metrics.replays.labels(kind="dead_letter").inc(len(event_ids)))
-    return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+    removed = _payload_removed_count(queryset, "event__") if total > len(rows) else 0
+    return BulkOutcome(acted=len(rows), skipped=total - len(rows), payload_removed=removed)
 
 
-def _replay_refusal(row: DeadLetter) -> DeadLetterError:
+def _payload_removed_count(queryset: QuerySet, prefix: str = "") -> int:
+    return queryset.model.objects.filter(
+        pk__in=queryset.order_by().values("pk"), **{f"{prefix}payload_removed_at__isnull": False}
+    ).count()
+
+
+def _replay_refusal(row: DeadLetter) -> ApplicationError:
     if row.status != DeadLetter.Status.OPEN:
         return DeadLetterNotOpen(f"dead letter {row.id} is {row.status}; only open dead letters can be replayed")
+    if row.event is not None and row.event.payload_removed_at is not None:
+        return event_payload_removed_error(row.event)
     return DeadLetterNotReplayable(f"dead letter {row.id} has no stored event to replay")
 
 
@@ -397,7 +412,9 @@ def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin
     """
     now = timezone.now()
     with transaction.atomic():
-        total, rows = _rows_lock(queryset, Q(status__in=EVENT_REPROCESSABLE), "id", "status", skip_locked=True)
+        total, rows = _rows_lock(
+            queryset, Q(status__in=EVENT_REPROCESSABLE, payload_removed_at__isnull=True), "id", "status", skip_locked=True
+        )
         if rows:
             event_ids = [event_id for event_id, _ in rows]
             _events_reset(event_ids, now)
@@ -418,11 +435,14 @@ def webhook_events_reprocess_bulk(*, queryset: QuerySet, user, via: str = "admin
             published = [str(event_id) for event_id in event_ids]
             transaction.on_commit(lambda: _events_enqueue(published))
             transaction.on_commit(lambda: metrics.replays.labels(kind="reprocess").inc(len(published)))
-    return BulkOutcome(acted=len(rows), skipped=total - len(rows))
+    removed = _payload_removed_count(queryset) if total > len(rows) else 0
+    return BulkOutcome(acted=len(rows), skipped=total - len(rows), payload_removed=removed)
 
 
 def webhook_event_reprocess(*, event: WebhookEvent, user, via: str = "admin") -> WebhookEvent:
     outcome = webhook_events_reprocess_bulk(queryset=WebhookEvent.objects.filter(pk=event.pk), user=user, via=via)
+    if outcome.payload_removed:
+        raise event_payload_removed_error(event)
     if not outcome.acted:
         raise EventInFlight(f"event {event.pk} is being processed or waiting to be; it cannot be reprocessed now")
     event.refresh_from_db(fields=["status", "attempts", "last_error", "dispatched_at"])

@@ -97,17 +97,23 @@ class WebhookEvent(models.Model):
     # trace when the relay publishes it later (config/tracing.py); empty while tracing is off. A database
     # default too, so processes of the previous release still insert during a rolling deploy.
     traceparent = models.CharField(max_length=55, blank=True, default="", db_default="")
+    # Set when the retention task emptied body and headers (webhooks/retention.py): hash, ids and
+    # outcome stay, but the event can no longer be replayed.
+    payload_removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["idempotency_key"], name="webhookevent_unique_idempotency_key"),
-        ]
+        # No unique constraint on idempotency_key: on PostgreSQL the table is partitioned by month of
+        # received_at, and a partitioned table's unique indexes must include the partition key. The
+        # key's uniqueness across all months lives in EventKey, written in the same statement.
         indexes = [
             models.Index(fields=["status", "received_at"], name="webhookevent_status_received"),
             models.Index(fields=["endpoint", "received_at"], name="webhookevent_endpoint_received"),
             models.Index(fields=["event_type", "received_at"], name="webhookevent_type_received"),
             models.Index(fields=["provider_event_id"], name="webhookevent_provider_id"),
+            # The admin's and support's search by key read the events table; the unique index that served
+            # them moved to EventKey (partitioning), so a plain one stays here (the same write cost as before).
+            models.Index(fields=["idempotency_key"], name="webhookevent_idempotency_key"),
             # The outbox: only rows the relay has still to publish, so its poll stays cheap under a backlog.
             models.Index(
                 fields=["received_at"], name="webhookevent_outbox", condition=models.Q(status="received", dispatched_at__isnull=True)
@@ -116,11 +122,33 @@ class WebhookEvent(models.Model):
             models.Index(
                 fields=["lease_expires_at"], name="webhookevent_leased", condition=models.Q(lease_expires_at__isnull=False)
             ),
+            # Retention: finished rows that still hold a payload; rows leave it once emptied, so each
+            # run reads only what it has to empty, however many old rows the table keeps.
+            models.Index(
+                fields=["received_at"], name="webhookevent_payload_kept",
+                condition=models.Q(payload_removed_at__isnull=True, status__in=["processed", "ignored", "dead"]),
+            ),
         ]
         permissions = [("view_raw_payload", "Can view decrypted raw payloads")]
 
     def __str__(self):
         return f"{self.idempotency_key} ({self.status})"
+
+
+class EventKey(models.Model):
+    """The idempotency key of one stored event, unique across every month of the events table.
+
+    Narrow and unpartitioned: receiving inserts it and the event in one statement (config/db.py), and
+    answers a redelivery from this row alone (the content hash is here), without touching the events.
+    """
+
+    idempotency_key = models.CharField(max_length=330, primary_key=True)
+    event_id = models.UUIDField()
+    content_hash = models.CharField(max_length=64)
+    received_at = models.DateTimeField()
+
+    def __str__(self):
+        return self.idempotency_key
 
 
 class DeadLetter(models.Model):
@@ -140,8 +168,10 @@ class DeadLetter(models.Model):
     unit_key = models.CharField(max_length=400)
     task_name = models.CharField(max_length=200)
     args = models.JSONField(default=list, blank=True)
+    # No database constraint: on PostgreSQL the events' primary key is (id, received_at) (partitioning),
+    # and a foreign key must name a whole unique key. Events are never deleted, so SET_NULL is moot.
     event = models.ForeignKey(
-        WebhookEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="dead_letters"
+        WebhookEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="dead_letters", db_constraint=False
     )
     error_type = models.CharField(max_length=200)
     error_message = models.TextField(blank=True)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from config import encryption, tracing
-from config.db import row_insert_new_if_current
+from config.db import row_insert_keyed_if_current
 from providers import SigningKey, VerifiedDelivery, scheme_get
 from providers.base import event_time_utc
 from webhooks import metrics
@@ -25,7 +25,7 @@ from webhooks.exceptions import (
     SignatureError,
     UnknownEndpoint,
 )
-from webhooks.models import WebhookEndpoint, WebhookEvent
+from webhooks.models import EventKey, WebhookEndpoint, WebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,9 @@ def _events_store(entry: _EndpointKeys, scheme, deliveries: list[VerifiedDeliver
 
 @sensitive_variables("body")
 def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body: bytes):
+    """Store the event and its idempotency key in one statement: (event, stored key or None, the
+    endpoint's current secrets version). The key lives in its own table (webhooks_eventkey): the
+    events table is partitioned by month and cannot hold a unique key of its own."""
     event = WebhookEvent(
         endpoint_id=entry.id,
         idempotency_key=f"{entry.slug}:{delivery.provider_event_id}",
@@ -195,29 +198,30 @@ def _event_insert(entry: _EndpointKeys, scheme, delivery: VerifiedDelivery, body
         provider_created_at=event_time_utc(delivery.provider_created_at),  # a provider's absurd time is no time
         traceparent=tracing.traceparent_current(),  # its processing joins this request's trace ("" when off)
     )
-    inserted, current = row_insert_new_if_current(
-        event, conflict_fields=("idempotency_key",), owner=WebhookEndpoint, owner_id=entry.id,
+    key = EventKey(
+        idempotency_key=event.idempotency_key, event_id=event.id, content_hash=event.content_hash, received_at=event.received_at
+    )
+    _, current, stored = row_insert_keyed_if_current(
+        event, key=key, owner=WebhookEndpoint, owner_id=entry.id,
         version_field="secrets_version", version=entry.version, live_field="is_active",
     )
-    return event, inserted, current
+    return event, stored, current
 
 
-def _stored_or_duplicate(entry: _EndpointKeys, event: WebhookEvent, inserted) -> tuple[str, bool]:
-    """(event id, created): a new row, or the stored one when its content matches; a 409 otherwise."""
-    if inserted is not None:
+def _stored_or_duplicate(entry: _EndpointKeys, event: WebhookEvent, stored: EventKey | None) -> tuple[str, bool]:
+    """(event id, created): a new row, or the stored one when its content matches; a 409 otherwise.
+    A duplicate is answered from the key row the insert statement returned: no second round trip."""
+    if stored is None:
         metrics.events_received.labels(endpoint=entry.slug, outcome="accepted").inc()
         return str(event.id), True
-    existing_id, existing_hash = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key).values_list(
-        "id", "content_hash"
-    ).get()
-    if existing_hash != event.content_hash:
+    if stored.content_hash != event.content_hash:
         metrics.events_received.labels(endpoint=entry.slug, outcome="conflict").inc()
-        logger.warning("idempotency conflict: endpoint=%s event=%s", entry.slug, existing_id)
+        logger.warning("idempotency conflict: endpoint=%s event=%s", entry.slug, stored.event_id)
         raise IdempotencyConflict(
-            "this idempotency key was stored with different content", extra={"event_id": str(existing_id)}
+            "this idempotency key was stored with different content", extra={"event_id": str(stored.event_id)}
         )
     metrics.events_received.labels(endpoint=entry.slug, outcome="duplicate").inc()
-    return str(existing_id), False
+    return str(stored.event_id), False
 
 
 def _headers_serialize(headers: dict[str, str]) -> bytes:

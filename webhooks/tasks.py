@@ -9,7 +9,7 @@ from django.db import InterfaceError, OperationalError
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
 from config import metrics, tracing
-from webhooks import outbox, processing
+from webhooks import outbox, partitions, processing, retention
 from webhooks.models import WebhookEvent
 from webhooks.outbox import webhook_event_retry_publish
 from webhooks.relay import OutboxRelay
@@ -188,3 +188,15 @@ def _outbox_relay_start(**kwargs) -> None:
 def _outbox_relay_stop(**kwargs) -> None:
     if _relay is not None:
         _relay.stop()
+
+
+@shared_task(name="webhooks.tasks.event_partitions_ensure")
+def event_partitions_ensure() -> int:
+    """Periodic (beat): the events table's monthly partitions for the months ahead (webhooks/partitions.py)."""
+    return partitions.event_partitions_ensure()
+
+
+@shared_task(name="webhooks.tasks.event_payloads_remove")
+def event_payloads_remove() -> int:
+    """Periodic (beat): empty the raw payloads of finished events past RAW_PAYLOAD_RETENTION_DAYS."""
+    return retention.event_payloads_remove()

@@ -11,6 +11,7 @@ from webhooks.deadletters import webhook_events_for_replay, webhook_events_repro
 from webhooks.endpoints import webhook_endpoint_get
 from webhooks.exceptions import EndpointNotFound
 from webhooks.models import WebhookEvent
+from webhooks.retention import payload_removed_reason
 
 # Events per transaction: small enough to keep row locks short and the progress bar moving.
 CHUNK_SIZE = 1000
@@ -60,8 +61,11 @@ class Command(BaseCommand):
         )
         if limit is not None:
             selected = selected[:limit]
-        rows = list(selected.values_list("id", "status"))
-        event_ids = [event_id for event_id, _ in rows]
+        rows = list(selected.values_list("id", "status", "payload_removed_at"))
+        removed = sum(1 for *_, removed_at in rows if removed_at is not None)
+        if rows and removed == len(rows):
+            raise CommandError(f"{removed} matching events cannot be replayed: {payload_removed_reason()}")
+        event_ids = [event_id for event_id, _, removed_at in rows if removed_at is None]
         scope = f"endpoint={endpoint} since={since_at.isoformat()} until={until_at.isoformat()}"
         if event_type:
             scope += f" type={event_type}"
@@ -69,8 +73,10 @@ class Command(BaseCommand):
             scope += f" status={','.join(sorted(set(status)))}"
         if limit is not None:
             scope += f" limit={limit}"
-        self.stdout.write(f"{len(event_ids)} events match {scope}")
-        by_status = Counter(event_status for _, event_status in rows)
+        self.stdout.write(f"{len(rows)} events match {scope}")
+        if removed:
+            self.stdout.write(f"skipping {removed} events: {payload_removed_reason()}")
+        by_status = Counter(event_status for _, event_status, removed_at in rows if removed_at is None)
         if by_status:
             self.stdout.write("by status: " + ", ".join(f"{name} {count}" for name, count in sorted(by_status.items())))
         if dry_run:
