@@ -166,16 +166,16 @@ def _events_store(entry: _EndpointKeys, scheme, deliveries: list[VerifiedDeliver
     key order, so two overlapping requests cannot deadlock on each other's rows.
     """
     if len(deliveries) == 1:
-        event, inserted, current = _event_insert(entry, scheme, deliveries[0], body)
-        return [_stored_or_duplicate(entry, event, inserted)] if current == entry.version else None
+        event, stored, current = _event_insert(entry, scheme, deliveries[0], body)
+        return [_stored_or_duplicate(entry, event, stored)] if current == entry.version else None
     with transaction.atomic():
         results = []
         for delivery in sorted(deliveries, key=lambda d: d.provider_event_id):
-            event, inserted, current = _event_insert(entry, scheme, delivery, body)
+            event, stored, current = _event_insert(entry, scheme, delivery, body)
             if current != entry.version:
                 transaction.set_rollback(True)
                 return None
-            results.append(_stored_or_duplicate(entry, event, inserted))  # a conflict rolls back every item
+            results.append(_stored_or_duplicate(entry, event, stored))  # a conflict rolls back every item
         return results
 
 
