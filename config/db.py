@@ -54,64 +54,6 @@ def rows_insert_new(objs: list[models.Model], *, conflict_fields: tuple[str, ...
 
 
 @functools.cache
-def _insert_if_current_sql(
-    model: type[models.Model], fields: tuple[str, ...], conflict: tuple[str, ...], owner: type[models.Model],
-    version_field: str, live_field: str,
-) -> str:
-    meta, owner_meta = model._meta, owner._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(name).column) for name in fields)
-    # INSERT … SELECT gives the parameters no target types (a bare literal would be text): cast each.
-    values = ", ".join(f"CAST(%s AS {meta.get_field(name).cast_db_type(connection)})" for name in fields)
-    target = ", ".join(quote(meta.get_field(name).column) for name in conflict)
-    pk = quote(meta.pk.column)
-    return (
-        f"WITH owner AS (SELECT {quote(owner_meta.get_field(version_field).column)} AS version "
-        f"FROM {quote(owner_meta.db_table)} WHERE {quote(owner_meta.pk.column)} = %s "
-        f"AND {quote(owner_meta.get_field(live_field).column)}), "
-        f"inserted AS (INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {values} "
-        f"WHERE EXISTS (SELECT 1 FROM owner WHERE version = %s) "
-        f"ON CONFLICT ({target}) DO NOTHING RETURNING {pk}) "
-        f"SELECT (SELECT {pk} FROM inserted), (SELECT version FROM owner)"
-    )
-
-
-def row_insert_new_if_current(
-    obj: models.Model, *, conflict_fields: tuple[str, ...], owner: type[models.Model], owner_id, version_field: str,
-    version: int, live_field: str,
-) -> tuple[object | None, int | None]:
-    """Insert `obj` as rows_insert_new does, but only while the `owner` row `owner_id` is live and
-    still at `version`.
-
-    Returns (the primary key inserted or None, the owner's current version or None when it is gone
-    or not live): None with the same version means the conflict fields were taken; a different
-    version means nothing was inserted because the caller's view of the owner is stale. On
-    PostgreSQL this is one statement; SQLite (no INSERT inside WITH) reads the version first.
-    """
-    model = type(obj)
-    fields, auto_now = _columns(model)
-    for field in auto_now:
-        field.pre_save(obj, add=True)
-    if connection.vendor != "postgresql":
-        current = (
-            owner._default_manager.filter(pk=owner_id, **{live_field: True})
-            .values_list(version_field, flat=True).first()
-        )
-        if current != version:
-            return None, current
-        inserted = rows_insert_new([obj], conflict_fields=conflict_fields)
-        return (next(iter(inserted)) if inserted else None), current
-    params = [owner_id]
-    params += [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
-    params.append(version)
-    names = tuple(field.attname for field in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_if_current_sql(model, names, conflict_fields, owner, version_field, live_field), params)
-        pk, current = cursor.fetchone()
-    return (model._meta.pk.to_python(pk) if pk is not None else None), current
-
-
-@functools.cache
 def _insert_keyed_sql(
     model: type[models.Model], fields: tuple[str, ...], key_model: type[models.Model], key_fields: tuple[str, ...],
     owner: type[models.Model], version_field: str, live_field: str,
