@@ -208,6 +208,60 @@ class ScaleBench(pipeline.Bench):
         return {"web": web, "worker": workers, "worker_parents": {p: workers.get(p, 0.0) for p in parents},
                 "pg_background": bg, "redis": {self.redis_pid: proc_cpu_seconds(self.redis_pid)}}
 
+    def costs_probe(self, seconds: float) -> dict:
+        """Per event costs over `seconds` of the running load, counted for this benchmark only (the
+        servers are shared): Redis commands on this db (MONITOR, which names the db of every command),
+        WAL bytes of records touching this database's relations or written by their transactions
+        (pg_walinspect), and commits in this database."""
+        import redis
+
+        calls = collections.Counter()
+        client = redis.Redis(host=self.args.redis_host, port=self.args.redis_port, db=self.args.redis_db, socket_timeout=1)
+        with self.psycopg.connect(self.store.dsn, autocommit=True) as conn, \
+                self.psycopg.connect(self.store.admin_dsn, autocommit=True) as admin:
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+                oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+            except self.psycopg.Error:
+                oid = None
+            stat = "SELECT xact_commit FROM pg_stat_database WHERE datname = %s"
+            lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            commits0 = admin.execute(stat, (self.args.database,)).fetchone()[0]
+            done0 = conn.execute("SELECT count(*) FROM webhooks_webhookevent WHERE status = ANY(%s)", (list(DONE),)).fetchone()[0]
+            own0 = self.own_xacts
+            t0 = time.monotonic()
+            try:
+                with client.monitor() as monitor:
+                    while time.monotonic() - t0 < seconds:
+                        try:
+                            command = monitor.next_command()
+                        except (redis.TimeoutError, redis.ConnectionError):
+                            continue
+                        if int(command.get("db", -1)) == self.args.redis_db:
+                            calls[command["command"].split(" ", 1)[0].upper()] += 1
+            except redis.RedisError as exc:
+                calls["monitor failed: " + type(exc).__name__] += 1
+            elapsed = time.monotonic() - t0
+            done1 = conn.execute("SELECT count(*) FROM webhooks_webhookevent WHERE status = ANY(%s)", (list(DONE),)).fetchone()[0]
+            lsn1 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            self.own_xacts += 7
+            time.sleep(1.5)  # pg_stat_database is flushed by the backends about once a second
+            commits1 = admin.execute(stat, (self.args.database,)).fetchone()[0] - (self.own_xacts - own0)
+            wal = None
+            if oid is not None:
+                wal = conn.execute(
+                    "WITH r AS (SELECT xid, record_length, block_ref FROM pg_get_wal_records_info(%s, %s)), "
+                    "mine AS (SELECT DISTINCT xid FROM r WHERE block_ref LIKE %s AND xid <> 0) "
+                    "SELECT coalesce(sum(record_length), 0) FROM r WHERE block_ref LIKE %s OR xid IN (SELECT xid FROM mine)",
+                    (lsn0, lsn1, f"%/{oid}/%", f"%/{oid}/%")).fetchone()[0]
+                self.own_xacts += 1
+        events = max(done1 - done0, 1)
+        return {"seconds": round(elapsed, 1), "events": done1 - done0,
+                "redis_calls_per_event": {k: round(v / events, 3) for k, v in calls.most_common(12)},
+                "redis_calls_per_event_total": round(sum(calls.values()) / events, 2),
+                "wal_bytes_per_event": None if wal is None else round(float(wal) / events),
+                "pg_commits_per_event": round((commits1 - commits0) / events, 2)}
+
     def hosts_cpu(self) -> dict[str, float]:
         """CPU seconds of each worker host (Celery parent + pool)."""
         return {w.name: sum(proc_cpu_seconds(p) for p in proc_descendants(w.pid)) for w in self.workers}
@@ -246,10 +300,21 @@ class ScaleBench(pipeline.Bench):
         self._pg_base = set(self._pg_seen)
         stop, sampled, posted = threading.Event(), {}, []
         sampler = threading.Thread(target=self.sample_loop, args=(stop, sampled), daemon=True)
+        probe: dict = {}
+
+        def probing():
+            time.sleep(args.seconds / 3)
+            try:
+                probe.update(self.costs_probe(min(args.probe_seconds, args.seconds / 2)))
+            except Exception as exc:  # a probe must not end the step; the result says why it is missing
+                probe["error"] = f"{type(exc).__name__}: {exc}"
+
+        prober = threading.Thread(target=probing, daemon=True)
         with self.psycopg.connect(self.store.admin_dsn, autocommit=True) as conn:
             c0, cpu0 = self.counters(conn), self.cpu_snapshot()
             host0 = self.hosts_cpu()
             sampler.start()
+            prober.start()
             try:
                 posted = asyncio.run(open_loop(schedule, port=self.port, secret=self.secret, timeout=30, stop=threading.Event()))
                 c1, cpu1 = self.counters(conn), self.cpu_snapshot()
@@ -257,6 +322,7 @@ class ScaleBench(pipeline.Bench):
                 pg1 = self.pg_cpu_total()
                 stop.set()
                 sampler.join(60)
+                prober.join(60)
                 t_drain = time.time()
                 self.wait_done(ids, timeout=args.max_drain_seconds)
                 c2, cpu2, host2 = self.counters(conn), self.cpu_snapshot(), self.hosts_cpu()
@@ -312,6 +378,7 @@ class ScaleBench(pipeline.Bench):
             "relay_claim_query_ms": percentiles(sampled.get("claim", [])),
             "worker_host_cpu_pct": per_host,
             "whole_step": whole_step,
+            "costs_probe_this_db_only": probe,
             "load": loadavg(),
         }
         out["checks"] = self.verify(ids)
@@ -387,6 +454,9 @@ class ScaleBench(pipeline.Bench):
                     if fulfilled >= next_mark:
                         sample(fulfilled, received)
                         next_mark = (fulfilled // args.sample_every + 1) * args.sample_every
+                        if "costs_probe_this_db_only" not in mem and fulfilled >= args.warmup_events // 2:
+                            mem["costs_probe_this_db_only"] = self.costs_probe(args.probe_seconds)
+                            log(f"rss: costs {mem['costs_probe_this_db_only']}")
                     for proc in self.workers:
                         if not proc.alive():
                             raise RuntimeError(f"{proc.name} died:\n{proc.log()[-3000:]}")
@@ -467,6 +537,8 @@ def parse_args(argv=None):
     p.add_argument("--concurrency", type=int, default=1, help="CELERY_CONCURRENCY of each worker host")
     p.add_argument("--rate", type=float, default=120.0, help="new events posted per second, open loop (+--redelivery)")
     p.add_argument("--seconds", type=float, default=30.0, help="scale-out: posting time per step")
+    p.add_argument("--probe-seconds", type=float, default=8.0,
+                   help="Redis MONITOR + WAL (pg_walinspect) + commits of this database only, once per step / once in --rss")
     p.add_argument("--sample-seconds", type=float, default=1.0, help="scale-out: sampler period (PG waits, claim query)")
     p.add_argument("--users", type=int, default=5000)
     p.add_argument("--redelivery", type=float, default=0.2, help="fraction of events delivered a second time, 3 s later")
