@@ -268,20 +268,27 @@ class ScaleBench(pipeline.Bench):
 
     def sample_loop(self, stop: threading.Event, out: dict) -> None:
         """Every --sample-seconds: PG backend CPU (pids come and go), wait events, the claim query."""
-        waits, claim_ms = [], []
+        waits, claim_ms, lock_tables = [], [], collections.Counter()
         with self.psycopg.connect(self.store.dsn, autocommit=True) as conn, \
                 self.psycopg.connect(self.store.admin_dsn, autocommit=True) as admin:
             while not stop.wait(self.args.sample_seconds):
                 self.pg_sample()
                 rows = admin.execute(
-                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait event)') FROM pg_stat_activity "
-                    "WHERE datname = %s AND state = 'active' AND backend_type = 'client backend'", (self.args.database,)).fetchall()
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait event)'), wait_event_type, query "
+                    "FROM pg_stat_activity WHERE datname = %s AND state = 'active' AND backend_type = 'client backend'",
+                    (self.args.database,)).fetchall()
                 waits.append(collections.Counter(r[0] for r in rows))
+                # Which table a lock waiter's statement names (the first quoted table in it).
+                for _, kind, query in rows:
+                    if kind == "Lock":
+                        table = re.search(r'(?:FROM|UPDATE|INTO)\s+"(\w+)"', query or "")
+                        lock_tables[table.group(1) if table else "?"] += 1
                 plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + self.claim_sql[0], self.claim_sql[1]).fetchone()[0]
                 self.own_xacts += 1
                 claim_ms.append(plan[0]["Execution Time"] / 1000)
                 out["active_sessions"] = out.get("active_sessions", 0) + sum(waits[-1].values())
         out["waits"] = waits
+        out["lock_wait_tables"] = dict(lock_tables.most_common())
         out["claim"] = claim_ms
 
     # -- one scale-out step --
@@ -374,6 +381,7 @@ class ScaleBench(pipeline.Bench):
             "redis_calls_per_fulfilled_event_serverwide": {k: round(v / max(finished, 1), 2) for k, v in list(redis_ops.items())[:10]},
             "redis_calls_per_s_serverwide": rate(sum(redis_ops.values()), window),
             "pg_wait_events_pct_of_active": waits_summary(sampled.get("waits", [])),
+            "pg_lock_waits_by_table": sampled.get("lock_wait_tables", {}),
             "pg_active_sessions_mean": round(sampled.get("active_sessions", 0) / max(len(sampled.get("waits", [])), 1), 2),
             "relay_claim_query_ms": percentiles(sampled.get("claim", [])),
             "worker_host_cpu_pct": per_host,
@@ -433,6 +441,7 @@ class ScaleBench(pipeline.Bench):
         sample(*done_received())
         next_mark = args.sample_every
         posted_new = 0
+        last_log = time.monotonic()
         stop_flag = threading.Event()
         deadline = time.monotonic() + args.max_seconds
         try:
@@ -462,6 +471,9 @@ class ScaleBench(pipeline.Bench):
                             raise RuntimeError(f"{proc.name} died:\n{proc.log()[-3000:]}")
                     if received - fulfilled < args.sample_every or posted_new >= args.events:
                         break
+                    if time.monotonic() - last_log > 60:
+                        log(f"rss: {fulfilled} fulfilled of {received} received; load {loadavg()}")
+                        last_log = time.monotonic()
                     time.sleep(1.0)
             ids = [pid for pid, e in self.expected.items() if e["phase"].startswith("rss")]
             self.wait_done(ids, timeout=args.max_drain_seconds)
