@@ -556,7 +556,9 @@ def parse_args(argv=None):
     p.add_argument("--redelivery", type=float, default=0.2, help="fraction of events delivered a second time, 3 s later")
     p.add_argument("--opt-out", type=float, default=0.1)
     p.add_argument("--celery-log-level", default="WARNING", help="CELERY_LOG_LEVEL (INFO logs every task)")
-    p.add_argument("--email-backend", default="django.core.mail.backends.locmem.EmailBackend")
+    p.add_argument("--email-backend", default=None,
+                   help="default: locmem for the scale-out steps; the dummy backend with --rss, because locmem keeps every "
+                        "sent message in the process (mail.outbox), which would show as worker memory growing ~1.5 KB per e-mail")
     p.add_argument("--max-drain-seconds", type=float, default=900.0)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--database", default="payhook_scalebench", help="PostgreSQL database, DROPPED and recreated")
@@ -582,6 +584,8 @@ def parse_args(argv=None):
         p.error("--redis-db 0 is refused: it is flushed")
     if args.rate <= 0 or args.seconds <= 0 or args.events < 1 or args.sample_every < 1 or args.web_concurrency < 1:
         p.error("--rate, --seconds, --events, --sample-every and --web-concurrency must be positive")
+    if args.email_backend is None:
+        args.email_backend = "django.core.mail.backends." + ("dummy" if args.rss else "locmem") + ".EmailBackend"
     # What bench/pipeline.py's Bench reads.
     args.live_seconds = args.seconds
     args.workers = 2

@@ -28,6 +28,13 @@ def test_the_memory_rerun_is_one_flag():
     assert args.rss and args.events == 100_000 and args.sample_every == 5000
 
 
+def test_memory_mode_does_not_keep_sent_mail_in_the_workers():
+    # locmem appends every message to mail.outbox: the workers' memory would grow with the e-mails.
+    assert parse_args(["--rss"]).email_backend == "django.core.mail.backends.dummy.EmailBackend"
+    assert parse_args([]).email_backend == "django.core.mail.backends.locmem.EmailBackend"
+    assert parse_args(["--rss", "--email-backend", "x.Backend"]).email_backend == "x.Backend"
+
+
 @pytest.mark.parametrize("argv", [["--hosts", "0"], ["--hosts", "1,x"], ["--redis-db", "0"], ["--database", "payhook"],
                                   ["--database", "bench; drop"], ["--rate", "0"], ["--events", "0"]])
 def test_refuses_arguments_that_would_hit_a_shared_database_or_make_no_sense(argv):
