@@ -558,7 +558,7 @@ def parse_args(argv=None):
     p.add_argument("--celery-log-level", default="WARNING", help="CELERY_LOG_LEVEL (INFO logs every task)")
     p.add_argument("--email-backend", default=None,
                    help="default: locmem for the scale-out steps; the dummy backend with --rss, because locmem keeps every "
-                        "sent message in the process (mail.outbox), which would show as worker memory growing ~1.5 KB per e-mail")
+                        "sent message in the process (mail.outbox), which showed as worker memory growing ~3 KB per e-mail")
     p.add_argument("--max-drain-seconds", type=float, default=900.0)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--database", default="payhook_scalebench", help="PostgreSQL database, DROPPED and recreated")
