@@ -37,3 +37,29 @@ def machine_busy() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     return sum(values) / CLOCK_TICKS, (sum(values) - idle) / CLOCK_TICKS
+
+
+def proc_descendants(pid: int) -> list[int]:
+    """A process and all its descendants (children of children too), by pid."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(proc_children(current))
+    return tree
+
+
+def proc_memory_kib(pid: int) -> dict[str, int]:
+    """{"rss": KiB, "pss": KiB} of one process; PSS from /proc/<pid>/smaps_rollup (shares of pages
+    shared with other processes, e.g. a forked parent's), 0 if unreadable or gone."""
+    out = {"rss": 0, "pss": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss"] = int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["pss"] = int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return out
