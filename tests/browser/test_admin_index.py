@@ -52,6 +52,12 @@ def _day_seed(endpoint) -> dict:
                     row.status, row.acted_at = DeadLetter.Status.REPLAYED, window.hours[12] + 20 * MINUTE
                 events.append(event)
                 dead_letters.append(row)
+    # The outage's first event, exactly at its start: at the end of its first hour it is 50 min old
+    # whatever the hour's volume (which follows the time of day the test runs at) spaces the others to.
+    first = event_build(endpoint=endpoint, received_at=window.hours[16] + 10 * MINUTE, status=WebhookEvent.Status.PROCESSED,
+                        event_type="invoice.paid")
+    first.processed_at = window.hours[17] + 12 * MINUTE
+    events.append(first)
     for n in range(3):  # just arrived, not yet processed
         events.append(event_build(endpoint=endpoint, received_at=now - (40 - 10 * n) * SECOND,
                                   status=WebhookEvent.Status.RECEIVED))
