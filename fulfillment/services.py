@@ -619,9 +619,11 @@ def _effects_announce(
                 action=action,
                 event_id=event_id,
                 data={
-                    "entitlement": row.key, "source": row.source, "payment_intent": row.payment_intent,
+                    # None, not "": the redactor reads an empty id or reason as a value of the wrong
+                    # shape and writes "[dropped]", as if something had been withheld.
+                    "entitlement": row.key, "source": row.source, "payment_intent": row.payment_intent or None,
                     "expires_at": row.expires_at.isoformat() if row.expires_at else None,
-                    "reason": row.revoke_reason, "canonical_event": canonical["id"],
+                    "reason": row.revoke_reason or None, "canonical_event": canonical["id"],
                 },
                 subjects=row_subjects(row),
                 dedup_key=f"{action}:{row.id}:{canonical['idempotencykey']}",

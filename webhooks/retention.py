@@ -24,11 +24,14 @@ class PayloadRemoved(ApplicationError):
 
 
 def payload_removed_reason() -> str:
-    return f"raw payload removed after {settings.RAW_PAYLOAD_RETENTION_DAYS} days of retention"
+    # Not the current RAW_PAYLOAD_RETENTION_DAYS: the setting may have changed since the removal,
+    # whose own figure is in its `event.payloads_removed` audit entry.
+    return "raw payload removed by the retention policy (RAW_PAYLOAD_RETENTION_DAYS)"
 
 
 def event_payload_removed_error(event: WebhookEvent) -> PayloadRemoved:
-    return PayloadRemoved(f"event {event.pk} cannot be replayed: {payload_removed_reason()}")
+    when = f" on {event.payload_removed_at:%Y-%m-%d}" if event.payload_removed_at else ""
+    return PayloadRemoved(f"event {event.pk} cannot be replayed: raw payload removed by the retention policy{when}")
 
 
 def event_payloads_remove(*, now=None, batch_size: int = BATCH_SIZE, max_batches: int | None = None) -> int:

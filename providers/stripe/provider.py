@@ -42,7 +42,7 @@ class StripeScheme(Scheme):
 
     def secret_parse(self, secret: str) -> SigningKey:
         if not secret.startswith("whsec_") or len(secret) < 16:
-            raise InvalidSecret("a Stripe endpoint secret starts with whsec_")
+            raise InvalidSecret("a Stripe endpoint secret starts with whsec_ and is at least 16 characters long")
         return SigningKey(kind="hmac", material=secret.encode())
 
     @sensitive_variables("body", "keys", "signed", "macs", "payload")

@@ -16,7 +16,7 @@ from webhooks.models import DeadLetter, WebhookEvent
 from webhooks.retention import PayloadRemoved, event_payloads_remove
 
 S = WebhookEvent.Status
-REASON = "raw payload removed after 30 days of retention"
+REASON = "raw payload removed by the retention policy"
 
 
 @pytest.fixture(autouse=True)

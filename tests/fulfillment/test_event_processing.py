@@ -33,6 +33,17 @@ def test_paid_checkout_grants_the_catalog_entitlements_to_the_referenced_user(ca
     assert _active_keys(customer="cus_A") == {"pro", "reports"}
 
 
+def test_a_grant_audits_its_empty_reason_and_a_subscription_row_its_missing_payment_as_null_not_as_dropped(catalog, alice, deliver):
+    deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_pro", user_id=alice.id,
+                                  customer="cus_A", payment_intent="pi_1"))
+    deliver(se.subscription(event_type="customer.subscription.created", subscription_id="sub_1", created=T,
+                            customer="cus_A", price_id="price_pro", status="active", user_id=alice.id))
+
+    granted = [entry.data for entry in AuditEntry.objects.filter(action="entitlement.granted")]
+    assert granted and all(data["reason"] is None for data in granted)
+    assert "[dropped]" not in json.dumps(granted)
+
+
 def test_buyer_is_found_by_email_case_insensitively(catalog, alice, deliver):
     deliver(se.checkout_completed(session_id="cs_1", created=T, price_id="price_addon", email="ALICE@example.COM",
                                   payment_intent="pi_1"))
