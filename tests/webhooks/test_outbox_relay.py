@@ -55,3 +55,32 @@ def test_a_failed_publish_leaves_the_events_for_the_next_pass(monkeypatch, broke
     assert event.dispatched_at is None
     monkeypatch.undo()
     assert outbox_relay_once() == 1
+
+
+def test_the_relay_thread_waits_a_poll_after_a_pass_that_did_not_fill_one_message(monkeypatch, settings):
+    """At live rates a pass finds an event or two; publishing them at once would make one-event messages,
+    which skip the set-based path. So only a full pass goes on at once."""
+    from webhooks import relay as relay_module
+
+    settings.WEBHOOK_DISPATCH_BATCH_SIZE = 20
+    settings.WEBHOOK_RELAY_POLL_SECONDS = 0.05
+    passes = iter([3, 25, 20, 0])
+    log: list[str] = []
+    relay = relay_module.OutboxRelay()
+
+    def once():
+        published = next(passes, None)
+        if published is None:
+            relay._stop.set()
+            return 0
+        log.append(f"pass {published}")
+        return published
+
+    monkeypatch.setattr(relay_module, "outbox_relay_once", once)
+    monkeypatch.setattr(relay_module, "close_old_connections", lambda: None)
+    monkeypatch.setattr(relay._stop, "wait", lambda timeout=None: log.append(f"wait {timeout}"))
+
+    relay._run()
+
+    # (the last wait follows the pass that stopped the thread)
+    assert log == ["pass 3", "wait 0.05", "pass 25", "pass 20", "pass 0", "wait 0.05", "wait 0.05"]
