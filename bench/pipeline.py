@@ -215,6 +215,16 @@ async def open_loop(schedule: list[tuple[float, bytes, str]], *, port: int, secr
 # --- The benchmark -------------------------------------------------------------------------------
 
 
+def _statement_kinds(queries) -> collections.Counter:
+    """Statements by first word and table ("INSERT fulfillment_entitlement")."""
+    kinds = collections.Counter()
+    for q in queries:
+        sql = q["sql"].lstrip().upper()
+        table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql)
+        kinds[f"{sql.split()[0]} {table.group(1).lower() if table else ''}".strip()] += 1
+    return kinds
+
+
 class Bench:
     def __init__(self, args):
         import psycopg
@@ -757,11 +767,7 @@ class Bench:
                 t = time.perf_counter()
                 webhook_event_process(event_id=event_id)
                 ms = (time.perf_counter() - t) * 1000
-            kinds = collections.Counter()
-            for q in ctx.captured_queries:
-                sql = q["sql"].lstrip().upper()
-                table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql)
-                kinds[f"{sql.split()[0]} {table.group(1).lower() if table else ''}".strip()] += 1
+            kinds = _statement_kinds(ctx.captured_queries)
             out = {"statements": len(ctx.captured_queries), "by_kind": dict(kinds.most_common()), "in_process_ms": round(ms, 1)}
         # The set-based path (webhook_events_claim + webhook_events_fulfil, as the task runs it) on a
         # batch of 20 checkout events, e-mails after the commit included as above.
@@ -776,11 +782,7 @@ class Bench:
                 claimed = webhook_events_claim(event_ids=batch)
                 webhook_events_fulfil(event_ids=[e for e in batch if e in claimed])
                 ms = (time.perf_counter() - t) * 1000
-            kinds = collections.Counter()
-            for q in ctx.captured_queries:
-                sql = q["sql"].lstrip().upper()
-                table = re.search(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', sql)
-                kinds[f"{sql.split()[0]} {table.group(1).lower() if table else ''}".strip()] += 1
+            kinds = _statement_kinds(ctx.captured_queries)
             out["batch_of_20"] = {"statements": len(ctx.captured_queries), "per_event": round(len(ctx.captured_queries) / 20, 2),
                                   "by_kind": dict(kinds.most_common()), "in_process_ms_per_event": round(ms / 20, 2)}
         # Remaining sample events stay `received`; they are not part of any phase's checks.
