@@ -5,6 +5,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management import call_command
 
 from audit.models import AuditEntry
@@ -25,11 +26,12 @@ def mailed_notification_ids(mail_dir: Path) -> Counter:
     return mailed
 
 
-def invariants_check(*, expected_events: int, mail_dir: Path | None = None, max_sending: int = 0) -> dict[str, int]:
+def invariants_check(*, expected_events: int, mail_dir: Path | None = None, sending_windows: int = 0) -> dict[str, int]:
     """Assert the invariants; return the counts for the report.
 
-    `max_sending`: how many e-mails may be left `sending` (their process died between the claim and
-    the record, so whether they left is unknown; at most one per process killed).
+    `sending_windows`: how many e-mail windows may be left `sending` (their process died, or lost the
+    database, between a window's claim and its record, so whether they left is unknown): at most
+    NOTIFICATION_EMAIL_SEND_WINDOW rows per process killed (notifications/services.py).
     """
     events = dict(WebhookEvent.objects.values_list("id", "status"))
     statuses = Counter(events.values())
@@ -54,6 +56,7 @@ def invariants_check(*, expected_events: int, mail_dir: Path | None = None, max_
     sent = set(map(str, emails.filter(status="sent").values_list("id", flat=True)))
     sending = set(map(str, emails.filter(status="sending").values_list("id", flat=True)))
     queued = emails.filter(status="queued").count()
+    max_sending = sending_windows * settings.NOTIFICATION_EMAIL_SEND_WINDOW
     assert len(sending) <= max_sending, f"{len(sending)} e-mails stuck `sending` (allowed {max_sending})"
     counts = {}
     if mail_dir is not None:

@@ -78,7 +78,7 @@ def test_a_crashed_worker_s_events_are_reclaimed_within_seconds_with_production_
     assert all(stranded for _, stranded, _ in kills)
     assert "whose worker lease lapsed" in logs, logs[-3000:]
     killed_processes = sum(pool for _, _, pool in kills)
-    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", max_sending=killed_processes)
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", sending_windows=killed_processes)
     assert counts["status_processed"] == N
     assert counts["entitlements"] == 2 * N
     lost = N - counts["emails_sent"] - counts["emails_stuck_sending"]

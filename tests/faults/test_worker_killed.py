@@ -48,7 +48,7 @@ def test_killed_pool_process_is_replaced_and_its_task_redelivered(purchases, pos
     settings.EMAIL_BACKEND, settings.EMAIL_FILE_PATH = fault_env["EMAIL_BACKEND"], fault_env["EMAIL_FILE_PATH"]
     recovered = notification_emails_queued_deliver(older_than_seconds=0)
     assert notification_emails_queued_deliver(older_than_seconds=0) == 0
-    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", max_sending=1)
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", sending_windows=1)
     assert counts == {**counts, "status_processed": N, "entitlements": 2 * N}
     assert counts["emails_sent"] + counts["emails_stuck_sending"] == N
     print(f"pool process killed: {recovered} queued e-mails recovered, {counts['emails_stuck_sending']} ambiguous")
@@ -75,7 +75,7 @@ def test_killed_worker_host_loses_nothing_its_lapsed_leases_are_republished(purc
 
     assert stranded > 0, "the kill left leased, unfinished events"
     assert "whose worker lease lapsed" in replacement.log(), replacement.log()[-3000:]
-    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", max_sending=1)
+    counts = invariants_check(expected_events=N, mail_dir=tmp_path / "mail", sending_windows=1)
     assert counts["status_processed"] == N
     assert counts["entitlements"] == 2 * N
     assert counts["emails_sent"] + counts["emails_stuck_sending"] == N
