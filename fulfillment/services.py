@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -295,9 +295,24 @@ class FulfilmentOutcome:
     customer: Customer | None = None
 
 
+def _payment_lock(*, provider: str, payment_intent: str) -> None:
+    """Serialise a payment's grants with its refunds and disputes until the transaction ends.
+
+    A grant reads the payment's revocation and then inserts its rows; a refund inserts the revocation
+    and then revokes the payment's rows. Run at once in two transactions (two workers, or two batches
+    of one worker's fulfilment in flight), neither sees the other's uncommitted rows and the grant
+    would stay active. The one who waits here reads after the other's commit. PostgreSQL only: on
+    SQLite writers are serialised by the database already.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"payhook.payment:{provider}:{payment_intent}"])
+
+
 def _grant_block(*, provider: str, source: str, payment_intent: str, at: datetime) -> GrantBlock | None:
     """The refund/dispute or subscription end a grant at `at` does not supersede, if any."""
     if payment_intent:
+        _payment_lock(provider=provider, payment_intent=payment_intent)
         revocation = PaymentRevocation.objects.filter(provider=provider, payment_intent=payment_intent).first()
         if revocation is not None and not fact_supersedes(
             current_at=revocation.occurred_at, current_ends=True, incoming_at=at
@@ -511,6 +526,7 @@ def _payment_revoked(*, provider, canonical, event_id, outcome, reason):
     if not payment_intent:
         logger.info("revocation without payment_intent: nothing to match (event=%s)", event_id)
         return
+    _payment_lock(provider=provider, payment_intent=payment_intent)
     PaymentRevocation.objects.get_or_create(
         provider=provider, payment_intent=payment_intent, defaults={"reason": reason, "occurred_at": at, "event_id": event_id}
     )

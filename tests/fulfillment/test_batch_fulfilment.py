@@ -275,5 +275,5 @@ def test_a_batch_costs_statements_per_event_that_do_not_grow(catalog, alice, bob
     forty = _statements(40, stripe_secret, [alice, bob], 100)
 
     per_event = (forty - twenty) / 20
-    assert per_event <= 5.35  # measured: 2 customer + 1 revocation + 4/3 entitlement + 1 notification
+    assert per_event <= 6.35  # measured: 2 customer + 1 payment lock + 1 revocation + 4/3 entitlement + 1 notification
     assert twenty - 20 * per_event <= 13  # the batch's own statements, whatever its size (measured: 13)
