@@ -5,8 +5,6 @@ this process, inside the test's database transaction."""
 import pytest
 import schemathesis
 from django.contrib.auth.models import Group, User
-from django.core import signals
-from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
@@ -28,17 +26,6 @@ schema = schemathesis.openapi.from_dict(_schema_dict())
 schema.app = application
 
 GROUPS = ("operators", "support", "services")
-
-
-@pytest.fixture
-def in_test_transaction():
-    """The WSGI handler closes the database connection after each request, which would end the
-    test's transaction; Django's own test client disconnects the same two receivers."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

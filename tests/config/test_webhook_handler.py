@@ -9,8 +9,7 @@ import json
 import time
 
 import pytest
-from django.core import signals
-from django.db import OperationalError, close_old_connections, connection
+from django.db import OperationalError, connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -59,17 +58,6 @@ def wsgi_call(application, method: str, path: str, body: bytes = b"", **extra) -
     finally:
         result.close()  # request_finished, as gunicorn sends it
     return Answer(started[0][0], started[0][1], content)
-
-
-@pytest.fixture
-def in_test_transaction():
-    """The handler closes the connection when a request ends, which would end the test's
-    transaction; Django's own test client disconnects the same two receivers."""
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    yield
-    signals.request_started.connect(close_old_connections)
-    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
